@@ -1,0 +1,179 @@
+"""Evaluate a teacher or student on `test.txt` (accuracy and per-example latency), or label
+augmented sentences with the teacher's logits.
+
+    python evaluate.py --config=configs/config-bert-cls.json --data_dir=data/sst2 --bert_output_dir=bert-checkpoint
+    python evaluate.py --config=configs/config-glove-cnn.json --data_dir=data/sst2 --model_path=pytorch-model-cnn.pt
+    python evaluate.py --config=configs/config-bert-cls.json --data_dir=data/sst2 --bert_output_dir=bert-checkpoint \
+        --batch_size=128 --augmented      # writes data/sst2/augmented.raw.pred
+
+The model is rebuilt from the checkpoint alone (config, vocabulary or tokenizer, labels);
+`--config` only says which kind of model to expect. Test sentences are tokenized exactly
+as at training time, from the raw `test.txt`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from dataset import GloveEncoder, TransformerEncoder, label_ids, read_examples, read_ids, write_predictions
+from model import count_parameters, load_student_checkpoint, load_teacher, predict_logits
+from preprocess import default_augmented_filename
+from util import (
+    UserError,
+    config_to_dict,
+    library_versions,
+    load_config,
+    positive,
+    resolve_device,
+    run_main,
+    set_seed,
+    set_threads,
+    setup_logging,
+    write_json,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="model config JSON (says teacher or student)")
+    p.add_argument("--data_dir", required=True, help="directory with test.txt (and the augmented file)")
+    p.add_argument("--bert_output_dir", default="bert-checkpoint", help="teacher directory from train.py")
+    p.add_argument("--model_path", default="pytorch-model.pt", help="student checkpoint from train.py")
+    p.add_argument("--batch_size", type=positive(int), default=1, help="batch size (1: per-example latency)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--augmented", action="store_true", help="label the augmented file with the teacher's logits")
+    p.add_argument("--augmented_filename", help="augmented file in data_dir (default augmented.raw)")
+    p.add_argument("--test_filename", default="test.txt", help="labeled file in data_dir to evaluate")
+    p.add_argument("--warmup", type=int, default=10, help="untimed batches before timing")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    return p
+
+
+def load_model(args: argparse.Namespace, is_transformer: bool, device: torch.device) -> dict:
+    """Rebuild the model from its checkpoint: model, encode function, pad id, labels, config."""
+    if is_transformer:
+        model, config, tokenizer, labels, lowercase = load_teacher(args.bert_output_dir, device)
+        encoder = TransformerEncoder(tokenizer, lowercase, config.n_ctx)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return {"model": model, "config": config, "labels": labels, "pad_id": pad_id,
+                "encode": encoder.encode_many, "path": args.bert_output_dir}
+    model, vocab, labels, _ = load_student_checkpoint(args.model_path, device)
+    glove = GloveEncoder(vocab, model.config.lowercase, model.config.n_ctx)
+    return {"model": model, "config": model.config, "labels": labels, "pad_id": model.config.pad_token_id,
+            "encode": lambda sentences: [glove(s) for s in sentences], "path": args.model_path}
+
+
+def evaluate_test(args: argparse.Namespace, loaded: dict, device: torch.device) -> dict:
+    """Accuracy on the labeled file and per-example latency at `--batch_size`."""
+    from dataset import pad_batch
+
+    path = Path(args.data_dir) / args.test_filename
+    examples = read_examples(path)
+    gold = torch.tensor(label_ids(examples, loaded["labels"], path))
+    ids = loaded["encode"]([e.sentence for e in examples])
+    model, pad_id = loaded["model"], loaded["pad_id"]
+    bs = args.batch_size
+    batches = [list(range(i, min(i + bs, len(ids)))) for i in range(0, len(ids), bs)]
+    predictions = torch.empty(len(ids), dtype=torch.long)
+    from tqdm import tqdm
+
+    with torch.inference_mode():
+        # Warm-up: first calls allocate buffers and pick kernels; not what a server sees.
+        for batch in batches[: args.warmup]:
+            x, lengths = pad_batch([ids[i] for i in batch], pad_id)
+            model(x.to(device), lengths.to(device))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for batch in tqdm(batches, desc="evaluate", leave=False):
+            x, lengths = pad_batch([ids[i] for i in batch], pad_id)
+            logits = model(x.to(device), lengths.to(device))
+            predictions[batch] = logits.argmax(-1).cpu()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed_ms = (time.perf_counter() - start) * 1000
+    correct = int((predictions == gold).sum())
+    total = len(gold)
+    accuracy = correct / total
+    logger.info("[Accuracy] : %.4f, %5d/%5d", accuracy, correct, total)
+    logger.info("[Elapsed Time] : %sms, %sms on average", elapsed_ms, elapsed_ms / total)
+    return {
+        "accuracy": accuracy, "correct": correct, "total": total,
+        "elapsed_ms": elapsed_ms, "ms_per_example": elapsed_ms / total,
+        "batch_size": bs, "threads": torch.get_num_threads(), "device": str(device),
+        "predictions": predictions.tolist(),
+        **count_parameters(model),
+    }
+
+
+def label_augmented(args: argparse.Namespace, loaded: dict, device: torch.device) -> dict:
+    """Write `<augmented file>.pred`: one line of teacher logits per input line, same order."""
+    data_dir = Path(args.data_dir)
+    name = args.augmented_filename or "augmented.raw"
+    raw_path = data_dir / name
+    examples = read_examples(raw_path)
+    fs_path = data_dir / f"{name}.fs"
+    if fs_path.exists():
+        ids = read_ids(fs_path, len(loaded["labels"]), soft=False).ids
+        if len(ids) != len(examples):
+            raise UserError(f"{fs_path}: {len(ids)} lines but {raw_path} has {len(examples)}; rerun preprocess.py "
+                            "--augmented")
+    else:
+        logger.info("%s not found: tokenizing %s", fs_path, raw_path)
+        ids = loaded["encode"]([e.sentence for e in examples])
+    start = time.perf_counter()
+    logits = predict_logits(loaded["model"], ids, args.batch_size, loaded["pad_id"], device, desc="label")
+    seconds = time.perf_counter() - start
+    pred_path = data_dir / f"{name}.pred"
+    write_predictions(pred_path, [e.sentence for e in examples], logits.numpy())
+    logger.info("[Labeled] %d sentences in %.1fs (%.0f sentences/s) -> %s", len(examples), seconds,
+                len(examples) / seconds, pred_path)
+    return {"labeled": len(examples), "seconds": seconds, "sentences_per_s": len(examples) / seconds,
+            "batch_size": args.batch_size, "threads": torch.get_num_threads(), "device": str(device),
+            "output": str(pred_path)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    setup_logging()
+
+    def body() -> int:
+        config = load_config(args.config, args.set)
+        device = resolve_device(args.device)
+        set_seed(args.seed)
+        set_threads(args.num_threads)
+        if not Path(args.data_dir).is_dir():
+            raise UserError(f"{args.data_dir}: data directory not found (run `make data`)")
+        if args.augmented and not config.is_transformer:
+            raise UserError("--augmented labels with a teacher: pass a transformer config and --bert_output_dir")
+        loaded = load_model(args, config.is_transformer, device)
+        if loaded["config"].enc_class != config.enc_class or loaded["config"].is_transformer != config.is_transformer:
+            raise UserError(f"{loaded['path']}: holds a {loaded['config'].emb_class}/{loaded['config'].enc_class} "
+                            f"model, but {args.config} is {config.emb_class}/{config.enc_class}")
+        if args.augmented:
+            results = label_augmented(args, loaded, device)
+            out = Path(results["output"]).with_name(Path(results["output"]).name + ".results.json")
+        else:
+            results = evaluate_test(args, loaded, device)
+            model_path = Path(loaded["path"])
+            out = model_path / "results.json" if config.is_transformer else Path(f"{model_path}.results.json")
+        results.update({"args": vars(args), "config": config_to_dict(loaded["config"]),
+                        "versions": library_versions()})
+        write_json(out, results)
+        return 0
+
+    return run_main(body, logger)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Shared fixtures: a tiny separable sentiment data set, a tiny GloVe file, tiny configs and
+tiny random transformer teachers (BERT, RoBERTa, ELECTRA) with tokenizers trained here."""
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+POSITIVE = ["good", "great", "fine", "superb", "lovely", "brilliant", "warm", "funny"]
+NEGATIVE = ["bad", "awful", "dull", "boring", "poor", "terrible", "weak", "ugly"]
+NEUTRAL = ["the", "a", "movie", "film", "plot", "acting", "is", "was", "and", "very", "story", "cast"]
+EMB_DIM = 8
+
+
+def make_sentence(rng: random.Random, label: int) -> str:
+    """A short sentence with two words of its class among neutral words."""
+    words = [rng.choice(NEUTRAL) for _ in range(rng.randint(2, 8))]
+    for _ in range(2):
+        words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label else NEGATIVE))
+    return " ".join(words)
+
+
+def write_split(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        label = i % 2
+        lines.append(f"{make_sentence(rng, label)}\t{label}\n")
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """train/valid/test with 240/40/40 lines of a separable toy task."""
+    d = tmp_path / "data"
+    d.mkdir()
+    write_split(d / "train.txt", 240, 1)
+    write_split(d / "valid.txt", 40, 2)
+    write_split(d / "test.txt", 40, 3)
+    return d
+
+
+@pytest.fixture
+def glove_path(tmp_path: Path) -> Path:
+    """A GloVe-format file: class words point in opposite directions; '[mask]' has no vector."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for words, sign in ((POSITIVE, 1.0), (NEGATIVE, -1.0), (NEUTRAL, 0.0)):
+        for w in words:
+            vec = rng.normal(0, 0.3, EMB_DIM)
+            vec[0] += sign
+            lines.append(w + " " + " ".join(f"{x:.5f}" for x in vec))
+    lines.append("unused " + " ".join("0.1" for _ in range(EMB_DIM)))
+    path = tmp_path / "glove.toy.8d.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+TINY_STUDENTS = {
+    "cnn": {"dropout": 0.1, "fc_hidden_size": 16, "cnn": {"num_filters": 8, "kernel_sizes": [2, 3, 4]}},
+    "densenet-cnn": {"dropout": 0.1, "fc_hidden_size": 0,
+                     "densenet": {"first_num_filters": 8, "num_filters": 4, "last_num_filters": 8,
+                                  "kernel_sizes": [[1, 1], [3, 3], [3, 5]]},
+                     "cnn": {"num_filters": 8, "kernel_sizes": [2, 3]}},
+    "densenet-dsa": {"dropout": 0.1, "fc_hidden_size": 16,
+                     "densenet": {"first_num_filters": 8, "num_filters": 4, "last_num_filters": 8,
+                                  "kernel_sizes": [[1, 1], [3, 3], [5, 5]]},
+                     "dsa": {"num_attentions": 2, "dsa_dim": 6, "r": 2}},
+    "bilstm": {"dropout": 0.1, "fc_hidden_size": 16, "lstm": {"hidden_size": 8, "num_layers": 1}},
+}
+
+
+def write_student_config(directory: Path, enc_class: str, **extra) -> Path:
+    """A tiny student config JSON (8-d vectors)."""
+    cfg = {"emb_class": "glove", "enc_class": enc_class, "n_ctx": 20, "lowercase": True,
+           "token_emb_dim": EMB_DIM, **TINY_STUDENTS[enc_class], **extra}
+    suffix = "".join(f"-{k}{v}" for k, v in sorted(extra.items()))
+    path = directory / f"config-{enc_class}{suffix}.json"
+    path.write_text(json.dumps(cfg), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def student_config(tmp_path: Path):
+    """Factory: `student_config('cnn')` writes and returns a tiny config path."""
+    return lambda enc_class, **extra: write_student_config(tmp_path, enc_class, **extra)
+
+
+def _corpus() -> list[str]:
+    rng = random.Random(0)
+    return [make_sentence(rng, i % 2) for i in range(200)]
+
+
+def build_tiny_transformer(directory: Path, family: str) -> Path:
+    """A randomly initialised 2-layer encoder of `family` with a tokenizer trained here."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import AutoModel, BertConfig, ElectraConfig, PreTrainedTokenizerFast, RobertaConfig
+
+    corpus = _corpus()
+    if family == "roberta":
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        tok.train_from_iterator(corpus, trainers.BpeTrainer(
+            vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+        tok.decoder = decoders.ByteLevel()
+        hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                         pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>")
+        config = RobertaConfig(vocab_size=len(hf_tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=130, pad_token_id=1)
+    else:
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+        tok.decoder = decoders.WordPiece()
+        hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                         cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+        common = dict(vocab_size=len(hf_tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=128)
+        config = ElectraConfig(embedding_size=16, **common) if family == "electra" else BertConfig(**common)
+    out = directory / f"tiny-{family}"
+    hf_tok.save_pretrained(out)
+    import torch
+
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_transformer(tmp_path_factory):
+    """Factory: `tiny_transformer('bert')` → a model directory (built once per session)."""
+    cache: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in cache:
+            cache[family] = build_tiny_transformer(tmp_path_factory.mktemp(family), family)
+        return cache[family]
+
+    return get
+
+
+def teacher_config(directory: Path, family: str) -> Path:
+    path = directory / f"config-{family}-cls.json"
+    path.write_text(json.dumps({"emb_class": family, "enc_class": "cls", "n_ctx": 32, "dropout": 0.0}),
+                    encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_teacher_config(tmp_path: Path):
+    return lambda family: teacher_config(tmp_path, family)
+
+
+def error_lines(text: str) -> list[str]:
+    """The ERROR lines a stage printed."""
+    return [line for line in text.splitlines() if line.startswith("ERROR:")]

@@ -1,0 +1,42 @@
+"""The fetch step: SST-2 from a local directory (the shared copy when present), with the
+standard line counts checked; the offline teacher backbone exported from its package."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import fetch_data  # noqa: E402
+import fetch_embeddings  # noqa: E402
+from conftest import error_lines  # noqa: E402
+
+SHARED = Path(os.environ.get("SST2_DIR") or ROOT.parent / "shared" / "data" / "sst2")
+
+
+@pytest.mark.skipif(not (SHARED / "train.txt").exists(), reason="no local SST-2 copy (set SST2_DIR)")
+def test_fetch_from_local_copy_checks_counts(tmp_path):
+    assert fetch_data.main(["--source", str(SHARED), "--out", str(tmp_path / "sst2")]) == 0
+    counts = {s: len((tmp_path / "sst2" / f"{s}.txt").read_text().splitlines()) for s in ("train", "valid", "test")}
+    assert counts == {"train": 67349, "valid": 872, "test": 1821}
+
+
+def test_fetch_refuses_wrong_counts(data_dir, tmp_path, capsys):
+    assert fetch_data.main(["--source", str(data_dir), "--out", str(tmp_path / "out")]) == 1
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "240 examples, but the standard SST-2 train split has 67349" in lines[0]
+    assert not (tmp_path / "out" / "train.txt").exists()
+    assert fetch_data.main(["--source", str(data_dir), "--out", str(tmp_path / "out"), "--no_check"]) == 0
+
+
+def test_minilm_exports_as_a_model_directory(tmp_path):
+    from transformers import AutoConfig, AutoTokenizer
+
+    assert fetch_embeddings.main(["--out_dir", str(tmp_path), "--what", "minilm"]) == 0
+    model_dir = tmp_path / "all-MiniLM-L6-v2"
+    assert AutoConfig.from_pretrained(model_dir).num_hidden_layers == 6
+    assert AutoTokenizer.from_pretrained(model_dir)("a fine film")["input_ids"][0] == 101
