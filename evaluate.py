@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from dataset import GloveEncoder, TransformerEncoder, label_ids, read_examples, read_ids, write_predictions
-from model import count_parameters, load_student_checkpoint, load_teacher, predict_logits
+from dataset import label_ids, pad_batch, read_examples, read_ids, write_predictions
+from model import Predictor, count_parameters, load_predictor, predict_logits
 from preprocess import default_augmented_filename
 from util import (
     UserError,
@@ -58,29 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_model(args: argparse.Namespace, is_transformer: bool, device: torch.device) -> dict:
-    """Rebuild the model from its checkpoint: model, encode function, pad id, labels, config."""
-    if is_transformer:
-        model, config, tokenizer, labels, lowercase = load_teacher(args.bert_output_dir, device)
-        encoder = TransformerEncoder(tokenizer, lowercase, config.n_ctx)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        return {"model": model, "config": config, "labels": labels, "pad_id": pad_id,
-                "encode": encoder.encode_many, "path": args.bert_output_dir}
-    model, vocab, labels, _ = load_student_checkpoint(args.model_path, device)
-    glove = GloveEncoder(vocab, model.config.lowercase, model.config.n_ctx)
-    return {"model": model, "config": model.config, "labels": labels, "pad_id": model.config.pad_token_id,
-            "encode": lambda sentences: [glove(s) for s in sentences], "path": args.model_path}
+def macro_f1(predictions: torch.Tensor, gold: torch.Tensor, num_labels: int) -> float:
+    """Unweighted mean over classes of F1 (a class never predicted nor present counts 0)."""
+    scores = []
+    for k in range(num_labels):
+        tp = int(((predictions == k) & (gold == k)).sum())
+        fp = int(((predictions == k) & (gold != k)).sum())
+        fn = int(((predictions != k) & (gold == k)).sum())
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return sum(scores) / num_labels
 
 
-def evaluate_test(args: argparse.Namespace, loaded: dict, device: torch.device) -> dict:
+def evaluate_test(args: argparse.Namespace, loaded: Predictor, device: torch.device) -> dict:
     """Accuracy on the labeled file and per-example latency at `--batch_size`."""
-    from dataset import pad_batch
-
     path = Path(args.data_dir) / args.test_filename
     examples = read_examples(path)
-    gold = torch.tensor(label_ids(examples, loaded["labels"], path))
-    ids = loaded["encode"]([e.sentence for e in examples])
-    model, pad_id = loaded["model"], loaded["pad_id"]
+    gold = torch.tensor(label_ids(examples, loaded.labels, path))
+    ids = loaded.encode([e.sentence for e in examples])
+    model, pad_id = loaded.model, loaded.pad_id
     bs = args.batch_size
     batches = [list(range(i, min(i + bs, len(ids)))) for i in range(0, len(ids), bs)]
     predictions = torch.empty(len(ids), dtype=torch.long)
@@ -105,9 +100,13 @@ def evaluate_test(args: argparse.Namespace, loaded: dict, device: torch.device) 
     total = len(gold)
     accuracy = correct / total
     logger.info("[Accuracy] : %.4f, %5d/%5d", accuracy, correct, total)
+    extra = {}
+    if len(loaded.labels) > 2:
+        extra["macro_f1"] = macro_f1(predictions, gold, len(loaded.labels))
+        logger.info("[Macro-F1] : %.4f", extra["macro_f1"])
     logger.info("[Elapsed Time] : %sms, %sms on average", elapsed_ms, elapsed_ms / total)
     return {
-        "accuracy": accuracy, "correct": correct, "total": total,
+        "accuracy": accuracy, "correct": correct, "total": total, **extra,
         "elapsed_ms": elapsed_ms, "ms_per_example": elapsed_ms / total,
         "batch_size": bs, "threads": torch.get_num_threads(), "device": str(device),
         "predictions": predictions.tolist(),
@@ -115,7 +114,7 @@ def evaluate_test(args: argparse.Namespace, loaded: dict, device: torch.device) 
     }
 
 
-def label_augmented(args: argparse.Namespace, loaded: dict, device: torch.device) -> dict:
+def label_augmented(args: argparse.Namespace, loaded: Predictor, device: torch.device) -> dict:
     """Write `<augmented file>.pred`: one line of teacher logits per input line, same order."""
     data_dir = Path(args.data_dir)
     name = args.augmented_filename or "augmented.raw"
@@ -123,15 +122,15 @@ def label_augmented(args: argparse.Namespace, loaded: dict, device: torch.device
     examples = read_examples(raw_path)
     fs_path = data_dir / f"{name}.fs"
     if fs_path.exists():
-        ids = read_ids(fs_path, len(loaded["labels"]), soft=False).ids
+        ids = read_ids(fs_path, len(loaded.labels), soft=False).ids
         if len(ids) != len(examples):
             raise UserError(f"{fs_path}: {len(ids)} lines but {raw_path} has {len(examples)}; rerun preprocess.py "
                             "--augmented")
     else:
         logger.info("%s not found: tokenizing %s", fs_path, raw_path)
-        ids = loaded["encode"]([e.sentence for e in examples])
+        ids = loaded.encode([e.sentence for e in examples])
     start = time.perf_counter()
-    logits = predict_logits(loaded["model"], ids, args.batch_size, loaded["pad_id"], device, desc="label")
+    logits = predict_logits(loaded.model, ids, args.batch_size, loaded.pad_id, device, desc="label")
     seconds = time.perf_counter() - start
     pred_path = data_dir / f"{name}.pred"
     write_predictions(pred_path, [e.sentence for e in examples], logits.numpy())
@@ -156,18 +155,18 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{args.data_dir}: data directory not found (run `make data`)")
         if args.augmented and not config.is_transformer:
             raise UserError("--augmented labels with a teacher: pass a transformer config and --bert_output_dir")
-        loaded = load_model(args, config.is_transformer, device)
-        if loaded["config"].enc_class != config.enc_class or loaded["config"].is_transformer != config.is_transformer:
-            raise UserError(f"{loaded['path']}: holds a {loaded['config'].emb_class}/{loaded['config'].enc_class} "
+        loaded = load_predictor(config.is_transformer, args.bert_output_dir, args.model_path, device)
+        if loaded.config.enc_class != config.enc_class:
+            raise UserError(f"{loaded.path}: holds a {loaded.config.emb_class}/{loaded.config.enc_class} "
                             f"model, but {args.config} is {config.emb_class}/{config.enc_class}")
         if args.augmented:
             results = label_augmented(args, loaded, device)
             out = Path(results["output"]).with_name(Path(results["output"]).name + ".results.json")
         else:
             results = evaluate_test(args, loaded, device)
-            model_path = Path(loaded["path"])
+            model_path = Path(loaded.path)
             out = model_path / "results.json" if config.is_transformer else Path(f"{model_path}.results.json")
-        results.update({"args": vars(args), "config": config_to_dict(loaded["config"]),
+        results.update({"args": vars(args), "config": config_to_dict(loaded.config),
                         "versions": library_versions()})
         write_json(out, results)
         return 0

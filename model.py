@@ -503,3 +503,37 @@ def predict_logits(model: nn.Module, ids: list[list[int]], batch_size: int, pad_
     if rows:
         out = torch.stack(rows)  # type: ignore[arg-type]
     return out
+
+
+# ---------------------------------------------------------------------------
+# Loading any trained model for inference
+# ---------------------------------------------------------------------------
+
+class Predictor:
+    """A trained teacher or student with its own tokenization: sentences in, logits out."""
+
+    def __init__(self, model: nn.Module, config: Config, labels: list[str], pad_id: int, encode: Any, path: str):
+        self.model, self.config, self.labels, self.pad_id, self.path = model, config, labels, pad_id, path
+        self.encode = encode  # list[str] -> list[list[int]], exactly as at training time
+
+    def logits(self, sentences: list[str], batch_size: int, device: torch.device, progress: bool = True
+               ) -> torch.Tensor:
+        """`[n, K]` logits in input order."""
+        return predict_logits(self.model, self.encode(sentences), batch_size, self.pad_id, device,
+                              desc="predict", progress=progress)
+
+
+def load_predictor(is_transformer: bool, bert_output_dir: str | Path, model_path: str | Path,
+                   device: torch.device) -> Predictor:
+    """Rebuild a teacher (from its directory) or a student (from its checkpoint) for inference."""
+    from dataset import GloveEncoder, TransformerEncoder
+
+    if is_transformer:
+        model, config, tokenizer, labels, lowercase = load_teacher(bert_output_dir, device)
+        encoder = TransformerEncoder(tokenizer, lowercase, config.n_ctx)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return Predictor(model, config, labels, pad_id, encoder.encode_many, str(bert_output_dir))
+    model, vocab, labels, _ = load_student_checkpoint(model_path, device)
+    glove = GloveEncoder(vocab, model.config.lowercase, model.config.n_ctx)
+    return Predictor(model, model.config, labels, model.config.pad_token_id,
+                     lambda sentences: [glove(s) for s in sentences], str(model_path))

@@ -30,7 +30,17 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dataset import bucketed_batches, pad_batch, read_ids, read_labels, read_vocab
+from dataset import (
+    bucketed_batches,
+    glove_tokenize,
+    label_ids,
+    pad_batch,
+    read_examples,
+    read_ids,
+    read_labels,
+    read_predictions,
+    read_vocab,
+)
 from model import (
     CRITERIA,
     build_student,
@@ -86,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--criterion", choices=CRITERIA,
                    help="loss; default CrossEntropyLoss on gold labels, MSELoss on teacher logits")
     p.add_argument("--temperature", type=positive(float), default=1.0, help="softmax temperature for KL/CE on logits")
+    p.add_argument("--alpha", type=float, default=0.0,
+                   help="with --augmented: L = alpha * CE(gold, original sentences) + (1 - alpha) * distillation loss")
     p.add_argument("--measure", choices=("accuracy", "loss"), default="accuracy",
                    help="validation measure that picks the best checkpoint")
     p.add_argument("--augmented", action="store_true", help="train on teacher logits (augmented.txt.ids)")
@@ -188,6 +200,9 @@ class Trainer:
             args.criterion = "MSELoss" if self.soft else "CrossEntropyLoss"
         if not self.soft and args.criterion != "CrossEntropyLoss":
             raise UserError(f"--criterion {args.criterion} needs teacher logits: add --augmented")
+        if not 0.0 <= args.alpha <= 1.0 or (args.alpha > 0 and not self.soft):
+            raise UserError(f"--alpha {args.alpha}: expected a value in [0, 1], used with --augmented")
+        self.train_gold: np.ndarray | None = None
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
         if args.amp == "fp16" and device.type != "cuda":
             raise UserError("--amp fp16 needs --device cuda; use --amp bf16 or none on CPU")
@@ -201,6 +216,8 @@ class Trainer:
                 self.train_data.labels = self.train_data.labels[: args.train_limit]
             if self.train_data.logits is not None:
                 self.train_data.logits = self.train_data.logits[: args.train_limit]
+            if self.train_gold is not None:
+                self.train_gold = self.train_gold[: args.train_limit]
         self.model.to(device)
         self.lengths = [len(s) for s in self.train_data.ids]
         self.steps_per_epoch = math.ceil(len(self.train_data) / args.batch_size)
@@ -241,6 +258,8 @@ class Trainer:
             )
         self.train_data = read_ids(self.data_dir / f"{name}.ids", self.num_labels, self.soft)
         self.valid_data = read_ids(self.data_dir / "valid.txt.ids", self.num_labels, False)
+        if self.soft and args.alpha > 0:
+            self.train_gold = self._gold_for_augmented(name)
         for data, fname in ((self.train_data, f"{name}.ids"), (self.valid_data, "valid.txt.ids")):
             top = max((max(s) for s in data.ids if s), default=0)
             if top >= len(self.vocab):
@@ -249,6 +268,23 @@ class Trainer:
         self.pad_id = self.config.pad_token_id
         self.model = build_student(self.config, len(self.vocab), self.num_labels)
         init_embeddings(self.model, torch.from_numpy(matrix))
+
+    def _gold_for_augmented(self, name: str) -> np.ndarray:
+        """Gold label ids for augmented lines that are original training sentences, -1 for the rest."""
+        def key(sentence: str) -> str:
+            return " ".join(glove_tokenize(sentence, self.config.lowercase))
+
+        train_path = self.data_dir / "train.txt"
+        examples = read_examples(train_path)
+        gold = {key(e.sentence): i for e, i in zip(examples, label_ids(examples, self.labels, train_path))}
+        sentences, _ = read_predictions(self.data_dir / name, self.num_labels)
+        if len(sentences) != len(self.train_data):
+            raise UserError(f"{self.data_dir / name}: {len(sentences)} lines but {name}.ids has "
+                            f"{len(self.train_data)}; rerun preprocess.py --augmented")
+        ids = np.array([gold.get(key(s), -1) for s in sentences], dtype=np.int64)
+        logger.info("[Alpha] %d of %d augmented lines are training sentences with gold labels",
+                    int((ids >= 0).sum()), len(ids))
+        return ids
 
     # -- checkpoints ---------------------------------------------------------
     def _resume_state(self) -> dict:
@@ -310,7 +346,14 @@ class Trainer:
             logits = self.model(x, lengths).float()  # [B, K]
         if self.soft:
             teacher = torch.from_numpy(self.train_data.logits[batch]).to(self.device)  # [B, K]
-            return distillation_loss(logits, teacher, self.args.criterion, self.args.temperature)
+            loss = distillation_loss(logits, teacher, self.args.criterion, self.args.temperature)
+            if self.train_gold is None:
+                return loss
+            gold = torch.from_numpy(self.train_gold[batch]).to(self.device)  # [B], -1: no gold label
+            if not bool((gold >= 0).any()):
+                return (1 - self.args.alpha) * loss
+            ce = F.cross_entropy(logits, gold, ignore_index=-1)
+            return self.args.alpha * ce + (1 - self.args.alpha) * loss
         gold = torch.tensor([self.train_data.labels[i] for i in batch], device=self.device)
         return F.cross_entropy(logits, gold)
 
