@@ -10,7 +10,7 @@ DATA := data/sst2
 MODELS ?= cnn,densenet-cnn,densenet-dsa
 export MODELS
 
-.PHONY: setup data embeddings test demo distill clean
+.PHONY: setup data embeddings test demo distill bench gpu-check clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ demo: setup data embeddings
 # The whole loop on SST-2 (skips stages whose outputs are up to date): results/sst2.md.
 distill: setup data embeddings
 	$(PY) scripts/distill.py
+
+# Speed: results/bench.json, results/bench.md, results/accuracy_latency.png (QUICK=1: under 3 minutes).
+bench: setup data embeddings
+	$(PY) scripts/bench.py
 
 clean:
 	rm -rf checkpoints runs data/sst2-demo

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from dataset import label_ids, pad_batch, read_examples, read_ids, write_predictions
-from model import Predictor, count_parameters, load_predictor, predict_logits
+from model import Predictor, export_onnx, load_predictor, predict_logits, quantize_onnx
 from preprocess import default_augmented_filename
 from util import (
     UserError,
@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augmented", action="store_true", help="label the augmented file with the teacher's logits")
     p.add_argument("--augmented_filename", help="augmented file in data_dir (default augmented.raw)")
     p.add_argument("--test_filename", default="test.txt", help="labeled file in data_dir to evaluate")
+    p.add_argument("--convert_onnx", action="store_true", help="export the model to ONNX (dynamic batch and length)")
+    p.add_argument("--quantize_onnx", action="store_true",
+                   help="with --convert_onnx: also write a dynamically int8-quantized copy; "
+                        "with --enable_ort: evaluate that copy")
+    p.add_argument("--enable_ort", action="store_true", help="evaluate (or label) with ONNX Runtime")
     p.add_argument("--warmup", type=int, default=10, help="untimed batches before timing")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -76,6 +81,7 @@ def evaluate_test(args: argparse.Namespace, loaded: Predictor, device: torch.dev
     gold = torch.tensor(label_ids(examples, loaded.labels, path))
     ids = loaded.encode([e.sentence for e in examples])
     model, pad_id = loaded.model, loaded.pad_id
+    agreement = compare_with_pytorch(args, loaded, ids, device) if loaded.runtime != "pytorch" else {}
     bs = args.batch_size
     batches = [list(range(i, min(i + bs, len(ids)))) for i in range(0, len(ids), bs)]
     predictions = torch.empty(len(ids), dtype=torch.long)
@@ -108,10 +114,23 @@ def evaluate_test(args: argparse.Namespace, loaded: Predictor, device: torch.dev
     return {
         "accuracy": accuracy, "correct": correct, "total": total, **extra,
         "elapsed_ms": elapsed_ms, "ms_per_example": elapsed_ms / total,
-        "batch_size": bs, "threads": torch.get_num_threads(), "device": str(device),
+        "batch_size": bs, "threads": torch.get_num_threads(), "device": str(device), "runtime": loaded.runtime,
+        **agreement,
         "predictions": predictions.tolist(),
-        **count_parameters(model),
+        **loaded.parameter_counts,
     }
+
+
+def compare_with_pytorch(args: argparse.Namespace, loaded: Predictor, ids: list[list[int]],
+                         device: torch.device) -> dict:
+    """Max |logit difference| and prediction agreement between the ONNX model and PyTorch."""
+    reference = load_predictor(loaded.config.is_transformer, args.bert_output_dir, args.model_path, device)
+    ours = predict_logits(loaded.model, ids, 64, loaded.pad_id, device, desc="onnx", progress=False)
+    theirs = predict_logits(reference.model, ids, 64, reference.pad_id, device, desc="pytorch", progress=False)
+    diff = (ours - theirs).abs().max().item()
+    same = (ours.argmax(-1) == theirs.argmax(-1)).float().mean().item()
+    logger.info("[ONNX vs PyTorch] max |logit difference| %.3g, same prediction on %.2f%%", diff, 100 * same)
+    return {"max_abs_logit_diff_vs_pytorch": diff, "same_prediction_vs_pytorch": same}
 
 
 def label_augmented(args: argparse.Namespace, loaded: Predictor, device: torch.device) -> dict:
@@ -159,13 +178,27 @@ def main(argv: list[str] | None = None) -> int:
         if loaded.config.enc_class != config.enc_class:
             raise UserError(f"{loaded.path}: holds a {loaded.config.emb_class}/{loaded.config.enc_class} "
                             f"model, but {args.config} is {config.emb_class}/{config.enc_class}")
+        if args.convert_onnx:
+            example = torch.tensor(loaded.encode(["a fine example sentence to trace the graph"]))
+            export_onnx(loaded.model, loaded.onnx_path(), example)
+            logger.info("[ONNX] %s", loaded.onnx_path())
+            if args.quantize_onnx:
+                quantize_onnx(loaded.onnx_path(), loaded.onnx_path(quantized=True))
+                logger.info("[ONNX] %s (int8 weights)", loaded.onnx_path(quantized=True))
+            loaded.model.to(device)
+        if args.enable_ort:
+            if device.type != "cpu":
+                raise UserError("--enable_ort runs on the CPU; add --device cpu")
+            loaded.use_onnxruntime(args.quantize_onnx, args.num_threads)
         if args.augmented:
             results = label_augmented(args, loaded, device)
             out = Path(results["output"]).with_name(Path(results["output"]).name + ".results.json")
         else:
             results = evaluate_test(args, loaded, device)
+            suffix = {"pytorch": "", "onnxruntime": "onnx.", "onnxruntime-int8": "int8.onnx."}[loaded.runtime]
             model_path = Path(loaded.path)
-            out = model_path / "results.json" if config.is_transformer else Path(f"{model_path}.results.json")
+            out = (model_path / f"{suffix}results.json" if config.is_transformer
+                   else Path(f"{model_path}.{suffix}results.json"))
         results.update({"args": vars(args), "config": config_to_dict(loaded.config),
                         "versions": library_versions()})
         write_json(out, results)

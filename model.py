@@ -57,38 +57,43 @@ class MaskedTextCNN(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # x: [B, T, C], zero on padding
-        max_k = max(self.kernel_sizes)
-        if x.size(1) < max_k:
-            x = F.pad(x, (0, 0, 0, max_k - x.size(1)))
-        x = x.transpose(1, 2)  # [B, C, T]
+        # Always append max_k - 1 zero steps (no data-dependent branch, so the graph exports
+        # to TorchScript/ONNX with a dynamic length); the extra windows are masked below.
+        x = F.pad(x, (0, 0, 0, max(self.kernel_sizes) - 1)).transpose(1, 2)  # [B, C, T + max_k - 1]
         pooled = []
         for k, conv in zip(self.kernel_sizes, self.convs):
-            h = F.relu(conv(x))  # [B, F, T - k + 1]
+            h = F.relu(conv(x))  # [B, F, T + max_k - k]
             # window t covers tokens t..t+k-1: valid if inside the sentence, and window 0
             # always counts (a sentence shorter than k is seen zero-padded, as when alone)
             valid = torch.clamp(lengths - k + 1, min=1)  # [B]
-            mask = length_mask(valid, h.size(2))  # [B, T - k + 1]
+            mask = length_mask(valid, h.size(2))  # [B, T + max_k - k]
             h = h.masked_fill(~mask[:, None, :], float("-inf"))
             pooled.append(h.max(dim=2).values)  # [B, F]
         return torch.cat(pooled, dim=1)  # [B, F * len(kernel_sizes)]
 
 
 class DenseNet1d(nn.Module):
-    """A 1-D DenseNet over token vectors: a 1x1 conv to `first_num_filters` channels, then
-    dense blocks where each layer (one per kernel size) sees all earlier feature maps and
-    adds `num_filters` channels, then a 1x1 conv to `last_num_filters`.
-    'Same' padding keeps one output per token; padding positions are zeroed after every
-    layer so they look like the zero padding a lone sentence gets at its end."""
+    """A 1-D DenseNet over token vectors.
+
+    A 1x1 conv maps the embeddings to `first_num_filters` channels. Each entry of
+    `kernel_sizes`, e.g. [3, 5], is one dense layer of two convolutions: width 3 from all
+    channels so far down to `num_filters`, then width 5 (`num_filters` → `num_filters`);
+    its output is concatenated to the feature maps (the dense connection). A final 1x1
+    conv maps everything to `last_num_filters`. 'Same' padding keeps one output per token;
+    padding positions are zeroed after every convolution, so they look exactly like the
+    zero padding a lone sentence gets at its end."""
 
     def __init__(self, in_dim: int, cfg: DenseNetConfig):
         super().__init__()
         self.first = nn.Conv1d(in_dim, cfg.first_num_filters, 1)
         channels = cfg.first_num_filters
         layers = []
-        for block in cfg.kernel_sizes:
-            for k in block:
-                layers.append(nn.Conv1d(channels, cfg.num_filters, k, padding="same"))
-                channels += cfg.num_filters
+        for kernels in cfg.kernel_sizes:
+            widths = [channels] + [cfg.num_filters] * len(kernels)
+            layers.append(nn.ModuleList(
+                nn.Conv1d(widths[i], cfg.num_filters, k, padding="same") for i, k in enumerate(kernels)
+            ))
+            channels += cfg.num_filters
         self.layers = nn.ModuleList(layers)
         self.last = nn.Conv1d(channels, cfg.last_num_filters, 1)
         self.out_dim = cfg.last_num_filters
@@ -97,9 +102,11 @@ class DenseNet1d(nn.Module):
         # x: [B, T, C]; mask: [B, T] bool
         m = mask[:, None, :].to(x.dtype)  # [B, 1, T]
         features = F.relu(self.first(x.transpose(1, 2))) * m  # [B, first, T]
-        for conv in self.layers:
-            new = F.relu(conv(features)) * m  # [B, growth, T]
-            features = torch.cat([features, new], dim=1)  # [B, channels + growth, T]
+        for convs in self.layers:
+            h = features
+            for conv in convs:
+                h = F.relu(conv(h)) * m  # [B, growth, T]
+            features = torch.cat([features, h], dim=1)  # [B, channels + growth, T]
         out = F.relu(self.last(features)) * m  # [B, last, T]
         return out.transpose(1, 2)  # [B, T, last]
 
@@ -515,6 +522,22 @@ class Predictor:
     def __init__(self, model: nn.Module, config: Config, labels: list[str], pad_id: int, encode: Any, path: str):
         self.model, self.config, self.labels, self.pad_id, self.path = model, config, labels, pad_id, path
         self.encode = encode  # list[str] -> list[list[int]], exactly as at training time
+        self.parameter_counts = count_parameters(model)
+        self.runtime = "pytorch"
+
+    def onnx_path(self, quantized: bool = False) -> Path:
+        """Where `--convert_onnx` writes: beside the student checkpoint, or in the teacher directory."""
+        base = Path(self.path) / "model.onnx" if self.config.is_transformer else Path(f"{self.path}.onnx")
+        return base.with_name(base.name.replace(".onnx", ".int8.onnx")) if quantized else base
+
+    def use_onnxruntime(self, quantized: bool, num_threads: int) -> None:
+        """Swap the PyTorch model for an ONNX Runtime session of its exported file."""
+        path = self.onnx_path(quantized)
+        if not path.exists():
+            raise UserError(f"{path}: not found; export it first with evaluate.py --convert_onnx"
+                            + (" --quantize_onnx" if quantized else ""))
+        self.model = OrtModel(path, num_threads)
+        self.runtime = "onnxruntime-int8" if quantized else "onnxruntime"
 
     def logits(self, sentences: list[str], batch_size: int, device: torch.device, progress: bool = True
                ) -> torch.Tensor:
@@ -537,3 +560,62 @@ def load_predictor(is_transformer: bool, bert_output_dir: str | Path, model_path
     glove = GloveEncoder(vocab, model.config.lowercase, model.config.n_ctx)
     return Predictor(model, model.config, labels, model.config.pad_token_id,
                      lambda sentences: [glove(s) for s in sentences], str(model_path))
+
+
+# ---------------------------------------------------------------------------
+# ONNX
+# ---------------------------------------------------------------------------
+
+def export_onnx(model: nn.Module, path: str | Path, example_ids: torch.Tensor) -> None:
+    """Export `model(ids, lengths) -> logits` with dynamic batch and sequence axes."""
+    import warnings
+
+    model = model.cpu().eval()
+    lengths = torch.full((example_ids.size(0),), example_ids.size(1), dtype=torch.long)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter
+        torch.onnx.export(
+            model, (example_ids, lengths), str(tmp), input_names=["ids", "lengths"], output_names=["logits"],
+            dynamic_axes={"ids": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17, dynamo=False,
+        )
+
+
+def quantize_onnx(src: str | Path, dst: str | Path) -> None:
+    """Dynamic int8 quantization of the weights (activations quantized at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with atomic_path(dst) as tmp:
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+
+
+class OrtModel:
+    """An ONNX Runtime session behind the same call as the PyTorch models:
+    `model(ids [B, T], lengths [B]) -> logits [B, K]` (CPU tensors)."""
+
+    def __init__(self, path: str | Path, num_threads: int = 0):
+        import onnxruntime as ort
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = num_threads  # 0: ONNX Runtime's default (all cores)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.NoSuchFile, ort_errors.InvalidProtobuf,
+                ort_errors.RuntimeException, ort_errors.InvalidGraph) as e:
+            raise UserError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from e
+
+    def __call__(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        feed = {"ids": ids.cpu().numpy(), "lengths": lengths.cpu().numpy()}
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+    def eval(self) -> "OrtModel":
+        return self
+
+    def parameters(self):  # no torch parameters; lets count_parameters and callers work unchanged
+        return iter(())
+
+    def modules(self):
+        return iter(())

@@ -49,9 +49,9 @@ class CNNConfig:
 
 @dataclass
 class DenseNetConfig:
-    """A 1-D DenseNet: a 1x1 conv to `first_num_filters`, dense blocks adding
-    `num_filters` channels per layer (one layer per kernel size), a 1x1 conv to
-    `last_num_filters`."""
+    """A 1-D DenseNet: a 1x1 conv to `first_num_filters`; one dense layer per entry of
+    `kernel_sizes` (its convolution widths, e.g. [3, 5]), each adding `num_filters` channels;
+    a 1x1 conv to `last_num_filters`."""
 
     first_num_filters: int = 200
     num_filters: int = 100
