@@ -20,12 +20,16 @@ from pathlib import Path
 
 import torch
 
-from dataset import label_ids, pad_batch, read_examples, read_ids, write_predictions
+from dataset import label_ids, length_sorted_batches, pad_batch, read_examples, read_ids, write_predictions
 from model import Predictor, export_onnx, load_predictor, predict_logits, quantize_onnx
 from preprocess import default_augmented_filename
 from util import (
+    Config,
+    DistContext,
     UserError,
+    close_distributed,
     config_to_dict,
+    init_distributed,
     library_versions,
     load_config,
     positive,
@@ -133,7 +137,8 @@ def compare_with_pytorch(args: argparse.Namespace, loaded: Predictor, ids: list[
     return {"max_abs_logit_diff_vs_pytorch": diff, "same_prediction_vs_pytorch": same}
 
 
-def label_augmented(args: argparse.Namespace, loaded: Predictor, device: torch.device) -> dict:
+def label_augmented(args: argparse.Namespace, loaded: Predictor, device: torch.device,
+                    dist_ctx: DistContext | None = None) -> dict | None:
     """Write `<augmented file>.pred`: one line of teacher logits per input line, same order."""
     data_dir = Path(args.data_dir)
     name = args.augmented_filename or "augmented.raw"
@@ -148,8 +153,25 @@ def label_augmented(args: argparse.Namespace, loaded: Predictor, device: torch.d
     else:
         logger.info("%s not found: tokenizing %s", fs_path, raw_path)
         ids = loaded.encode([e.sentence for e in examples])
+    dist_ctx = dist_ctx or DistContext()
     start = time.perf_counter()
-    logits = predict_logits(loaded.model, ids, args.batch_size, loaded.pad_id, device, desc="label")
+    # The same length-sorted batches as a single process; under torchrun rank r takes
+    # batches r, r + world, ...: each sentence meets the same batch, so the logits match.
+    batches = length_sorted_batches([len(s) for s in ids], args.batch_size)
+    mine = batches[dist_ctx.rank::dist_ctx.world_size]
+    logits = predict_logits(loaded.model, ids, args.batch_size, loaded.pad_id, device, desc="label",
+                            batches=mine, progress=dist_ctx.is_main)
+    if dist_ctx.enabled:
+        import torch.distributed as dist
+
+        shard = {i: logits[i] for batch in mine for i in batch}
+        gathered: list = [None] * dist_ctx.world_size if dist_ctx.is_main else None
+        dist.gather_object(shard, gathered, dst=0)
+        if not dist_ctx.is_main:
+            return None
+        for part in gathered:
+            for i, row in part.items():
+                logits[i] = row
     seconds = time.perf_counter() - start
     pred_path = data_dir / f"{name}.pred"
     write_predictions(pred_path, [e.sentence for e in examples], logits.numpy())
@@ -157,7 +179,7 @@ def label_augmented(args: argparse.Namespace, loaded: Predictor, device: torch.d
                 len(examples) / seconds, pred_path)
     return {"labeled": len(examples), "seconds": seconds, "sentences_per_s": len(examples) / seconds,
             "batch_size": args.batch_size, "threads": torch.get_num_threads(), "device": str(device),
-            "output": str(pred_path)}
+            "processes": dist_ctx.world_size, "output": str(pred_path)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,44 +189,58 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         config = load_config(args.config, args.set)
-        device = resolve_device(args.device)
-        set_seed(args.seed)
-        set_threads(args.num_threads)
-        if not Path(args.data_dir).is_dir():
-            raise UserError(f"{args.data_dir}: data directory not found (run `make data`)")
-        if args.augmented and not config.is_transformer:
-            raise UserError("--augmented labels with a teacher: pass a transformer config and --bert_output_dir")
-        loaded = load_predictor(config.is_transformer, args.bert_output_dir, args.model_path, device)
-        if loaded.config.enc_class != config.enc_class:
-            raise UserError(f"{loaded.path}: holds a {loaded.config.emb_class}/{loaded.config.enc_class} "
-                            f"model, but {args.config} is {config.emb_class}/{config.enc_class}")
-        if args.convert_onnx:
-            example = torch.tensor(loaded.encode(["a fine example sentence to trace the graph"]))
-            export_onnx(loaded.model, loaded.onnx_path(), example)
-            logger.info("[ONNX] %s", loaded.onnx_path())
-            if args.quantize_onnx:
-                quantize_onnx(loaded.onnx_path(), loaded.onnx_path(quantized=True))
-                logger.info("[ONNX] %s (int8 weights)", loaded.onnx_path(quantized=True))
-            loaded.model.to(device)
-        if args.enable_ort:
-            if device.type != "cpu":
-                raise UserError("--enable_ort runs on the CPU; add --device cpu")
-            loaded.use_onnxruntime(args.quantize_onnx, args.num_threads)
-        if args.augmented:
-            results = label_augmented(args, loaded, device)
-            out = Path(results["output"]).with_name(Path(results["output"]).name + ".results.json")
-        else:
-            results = evaluate_test(args, loaded, device)
-            suffix = {"pytorch": "", "onnxruntime": "onnx.", "onnxruntime-int8": "int8.onnx."}[loaded.runtime]
-            model_path = Path(loaded.path)
-            out = (model_path / f"{suffix}results.json" if config.is_transformer
-                   else Path(f"{model_path}.{suffix}results.json"))
-        results.update({"args": vars(args), "config": config_to_dict(loaded.config),
-                        "versions": library_versions()})
-        write_json(out, results)
-        return 0
+        resolve_device(args.device)
+        dist_ctx = init_distributed(args.device) if args.augmented else DistContext()
+        if not dist_ctx.is_main:
+            logging.getLogger().setLevel(logging.WARNING)
+        try:
+            return run_evaluation(args, config, dist_ctx)
+        finally:
+            close_distributed(dist_ctx)
 
     return run_main(body, logger)
+
+
+def run_evaluation(args: argparse.Namespace, config: Config, dist_ctx: DistContext) -> int:
+    """Evaluate, export or label (under torchrun: labeling only, sharded by rank)."""
+    device = resolve_device(args.device, dist_ctx.local_rank)
+    set_seed(args.seed)
+    set_threads(args.num_threads)
+    if not Path(args.data_dir).is_dir():
+        raise UserError(f"{args.data_dir}: data directory not found (run `make data`)")
+    if args.augmented and not config.is_transformer:
+        raise UserError("--augmented labels with a teacher: pass a transformer config and --bert_output_dir")
+    loaded = load_predictor(config.is_transformer, args.bert_output_dir, args.model_path, device)
+    if loaded.config.enc_class != config.enc_class:
+        raise UserError(f"{loaded.path}: holds a {loaded.config.emb_class}/{loaded.config.enc_class} "
+                        f"model, but {args.config} is {config.emb_class}/{config.enc_class}")
+    if args.convert_onnx:
+        example = torch.tensor(loaded.encode(["a fine example sentence to trace the graph"]))
+        export_onnx(loaded.model, loaded.onnx_path(), example)
+        logger.info("[ONNX] %s", loaded.onnx_path())
+        if args.quantize_onnx:
+            quantize_onnx(loaded.onnx_path(), loaded.onnx_path(quantized=True))
+            logger.info("[ONNX] %s (int8 weights)", loaded.onnx_path(quantized=True))
+        loaded.model.to(device)
+    if args.enable_ort:
+        if device.type != "cpu":
+            raise UserError("--enable_ort runs on the CPU; add --device cpu")
+        loaded.use_onnxruntime(args.quantize_onnx, args.num_threads)
+    if args.augmented:
+        results = label_augmented(args, loaded, device, dist_ctx)
+        if results is None:  # a non-zero rank: rank 0 writes
+            return 0
+        out = Path(results["output"]).with_name(Path(results["output"]).name + ".results.json")
+    else:
+        results = evaluate_test(args, loaded, device)
+        suffix = {"pytorch": "", "onnxruntime": "onnx.", "onnxruntime-int8": "int8.onnx."}[loaded.runtime]
+        model_path = Path(loaded.path)
+        out = (model_path / f"{suffix}results.json" if config.is_transformer
+               else Path(f"{model_path}.{suffix}results.json"))
+    results.update({"args": vars(args), "config": config_to_dict(loaded.config),
+                    "versions": library_versions()})
+    write_json(out, results)
+    return 0
 
 
 if __name__ == "__main__":

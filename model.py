@@ -489,9 +489,10 @@ def init_embeddings(model: GloveStudent, matrix: torch.Tensor) -> None:
 
 def predict_logits(model: nn.Module, ids: list[list[int]], batch_size: int, pad_id: int,
                    device: torch.device, desc: str = "predict", amp_dtype: torch.dtype | None = None,
-                   progress: bool = True) -> torch.Tensor:
+                   progress: bool = True, batches: list[list[int]] | None = None) -> torch.Tensor:
     """Logits `[n, K]` (float32, CPU) for id lists, in input order. Batches are sorted by
-    length so little time goes to padding."""
+    length so little time goes to padding; given `batches` (index lists), only those rows
+    are computed (the others stay zero: a rank's shard under torchrun)."""
     from tqdm import tqdm
 
     from dataset import length_sorted_batches, pad_batch
@@ -499,7 +500,8 @@ def predict_logits(model: nn.Module, ids: list[list[int]], batch_size: int, pad_
     model.eval()
     out = torch.empty(len(ids), 0)
     rows: list[torch.Tensor | None] = [None] * len(ids)
-    batches = length_sorted_batches([len(s) for s in ids], batch_size)
+    if batches is None:
+        batches = length_sorted_batches([len(s) for s in ids], batch_size)
     with torch.inference_mode():
         for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
             x, lengths = pad_batch([ids[i] for i in batch], pad_id)
@@ -507,8 +509,9 @@ def predict_logits(model: nn.Module, ids: list[list[int]], batch_size: int, pad_
                 logits = model(x.to(device), lengths.to(device)).float().cpu()
             for row, i in enumerate(batch):
                 rows[i] = logits[row]
-    if rows:
-        out = torch.stack(rows)  # type: ignore[arg-type]
+    if batches:
+        width = next(r for r in rows if r is not None).numel()
+        out = torch.stack([r if r is not None else torch.zeros(width) for r in rows])
     return out
 
 

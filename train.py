@@ -58,8 +58,11 @@ from model import (
 from preprocess import default_augmented_filename
 from util import (
     Config,
+    DistContext,
     UserError,
+    close_distributed,
     config_to_dict,
+    init_distributed,
     library_versions,
     load_config,
     positive,
@@ -190,8 +193,10 @@ def set_rng_state(state: dict) -> None:
 class Trainer:
     """Owns the model, data, optimizer and the epoch loop, for teachers and students alike."""
 
-    def __init__(self, args: argparse.Namespace, config: Config, device: torch.device):
+    def __init__(self, args: argparse.Namespace, config: Config, device: torch.device,
+                 dist_ctx: DistContext | None = None):
         self.args, self.config, self.device = args, config, device
+        self.dist = dist_ctx or DistContext()
         self.data_dir = Path(args.data_dir)
         self.labels = read_labels(self.data_dir / "label.txt")
         self.num_labels = len(self.labels)
@@ -219,8 +224,21 @@ class Trainer:
             if self.train_gold is not None:
                 self.train_gold = self.train_gold[: args.train_limit]
         self.model.to(device)
+        # Under torchrun, gradients are averaged across ranks by DistributedDataParallel;
+        # `self.model` stays the plain module (saving, validation), `self.forward_model` syncs.
+        self.forward_model: torch.nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # a BERT/RoBERTa encoder's pooler is unused by the first-token head
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=config.is_transformer)
         self.lengths = [len(s) for s in self.train_data.ids]
-        self.steps_per_epoch = math.ceil(len(self.train_data) / args.batch_size)
+        # each rank takes every world_size-th batch; the remainder is dropped so all ranks step together
+        self.steps_per_epoch = math.ceil(len(self.train_data) / args.batch_size) // self.dist.world_size
+        if self.steps_per_epoch == 0:
+            raise UserError(f"{len(self.train_data)} training examples are fewer than one batch per process")
         self.optimizer, self.scheduler = make_optimizer(self.model, args, self.steps_per_epoch)
         self.state = TrainState(history=[])
 
@@ -343,7 +361,7 @@ class Trainer:
         x, lengths = pad_batch([self.train_data.ids[i] for i in batch], self.pad_id)
         x, lengths = x.to(self.device), lengths.to(self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            logits = self.model(x, lengths).float()  # [B, K]
+            logits = self.forward_model(x, lengths).float()  # [B, K]
         if self.soft:
             teacher = torch.from_numpy(self.train_data.logits[batch]).to(self.device)  # [B, K]
             loss = distillation_loss(logits, teacher, self.args.criterion, self.args.temperature)
@@ -356,6 +374,12 @@ class Trainer:
             return self.args.alpha * ce + (1 - self.args.alpha) * loss
         gold = torch.tensor([self.train_data.labels[i] for i in batch], device=self.device)
         return F.cross_entropy(logits, gold)
+
+    def barrier(self) -> None:
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
 
     def validate(self) -> dict:
         logits = predict_logits(self.model, self.valid_data.ids, self.args.eval_batch_size, self.pad_id,
@@ -372,10 +396,11 @@ class Trainer:
             self.resume()
         from torch.utils.tensorboard import SummaryWriter
 
-        log_dir = args.log_dir or str(Path("runs") / self.output.name)
-        writer = SummaryWriter(log_dir)
-        logger.info("[Train] %d examples, %d steps/epoch, batch %d, %s, device %s",
-                    len(self.train_data), self.steps_per_epoch, args.batch_size,
+        main_rank = self.dist.is_main
+        writer = SummaryWriter(args.log_dir or str(Path("runs") / self.output.name)) if main_rank else None
+        logger.info("[Train] %d examples, %d steps/epoch, batch %d per process x %d process(es) = %d global, %s, "
+                    "device %s", len(self.train_data), self.steps_per_epoch, args.batch_size, self.dist.world_size,
+                    args.batch_size * self.dist.world_size,
                     "teacher logits (" + args.criterion + ")" if self.soft else "gold labels", self.device)
         start = time.time()
         seen = 0
@@ -384,9 +409,17 @@ class Trainer:
             self.model.train()
             # The batch order depends only on (seed, epoch), so a resumed epoch replays it.
             batches = bucketed_batches(self.lengths, args.batch_size, random.Random(args.seed * 1000 + epoch))
+            if self.dist.enabled:
+                from torch.utils.data import DistributedSampler
+
+                # batches are already shuffled (seeded); the sampler only deals them out to ranks
+                shard = DistributedSampler(range(len(batches)), num_replicas=self.dist.world_size,
+                                           rank=self.dist.rank, shuffle=False, drop_last=True)
+                batches = [batches[i] for i in shard]
             skip = self.state.step_in_epoch
             epoch_start = time.time()
-            bar = tqdm(batches[skip:], desc=f"epoch {epoch + 1}/{args.epoch}", initial=skip, total=len(batches))
+            bar = tqdm(batches[skip:], desc=f"epoch {epoch + 1}/{args.epoch}", initial=skip, total=len(batches),
+                       disable=not main_rank)
             for batch in bar:
                 loss = self.loss(batch)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -398,16 +431,19 @@ class Trainer:
                 self.state.global_step += 1
                 self.state.step_in_epoch += 1
                 seen += len(batch)
-                if self.state.global_step % 20 == 0:
+                if self.state.global_step % 20 == 0 and writer is not None:
                     bar.set_postfix(loss=f"{loss.item():.4f}")
                     writer.add_scalar("train/loss", loss.item(), self.state.global_step)
                     writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.state.global_step)
-                if args.save_steps and self.state.global_step % args.save_steps == 0:
+                if args.save_steps and self.state.global_step % args.save_steps == 0 and main_rank:
                     self.save(self.last_path, with_training_state=True)
             train_seconds += time.time() - epoch_start
-            metrics = self.validate()
             self.state.epoch = epoch + 1
             self.state.step_in_epoch = 0
+            if not main_rank:
+                self.barrier()  # rank 0 validates and saves
+                continue
+            metrics = self.validate()
             for name, value in metrics.items():
                 writer.add_scalar(f"valid/{name}", value, self.state.global_step)
             improved = is_better(metrics[args.measure], self.state.best_metric, args.measure)
@@ -420,14 +456,18 @@ class Trainer:
             if improved:
                 self.save(self.output, with_training_state=False)
             self.save(self.last_path, with_training_state=True)
-        writer.close()
+            self.barrier()
+        if writer is not None:
+            writer.close()
         elapsed = time.time() - start
         return {
             "best_" + args.measure: self.state.best_metric,
             "best_epoch": self.state.best_epoch,
             "history": self.state.history,
             "train_examples": len(self.train_data),
-            "train_sentences_per_s": round(seen / train_seconds, 1) if train_seconds > 0 else None,
+            "train_sentences_per_s": round(seen * self.dist.world_size / train_seconds, 1) if train_seconds > 0
+            else None,
+            "processes": self.dist.world_size,
             "seconds": round(elapsed, 1),
             **count_parameters(self.model),
         }
@@ -440,24 +480,39 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         config = load_config(args.config, args.set)
-        device = resolve_device(args.device)
-        set_seed(args.seed)
-        set_threads(args.num_threads)
-        if not Path(args.data_dir).is_dir():
-            raise UserError(f"{args.data_dir}: data directory not found (run `make data`)")
-        trainer = Trainer(args, config, device)
-        results = trainer.train()
-        out = trainer.output
-        out_dir = out if config.is_transformer else out.parent
-        stem = "" if config.is_transformer else f"{out.name}."
-        resolved = {"args": vars(args), "config": config_to_dict(config), "versions": library_versions()}
-        write_json(out_dir / f"{stem}train_config.json", resolved)
-        write_json(out_dir / f"{stem}train_results.json", results)
-        logger.info("[Best] valid %s %.4f at epoch %d; saved to %s", args.measure, results["best_" + args.measure],
-                    results["best_epoch"], out)
-        return 0
+        resolve_device(args.device)  # refuse --device cuda without a GPU before joining a group
+        dist_ctx = init_distributed(args.device)
+        if not dist_ctx.is_main:
+            logging.getLogger().setLevel(logging.WARNING)  # one process logs
+        try:
+            return run_training(args, config, dist_ctx)
+        finally:
+            close_distributed(dist_ctx)
 
     return run_main(body, logger)
+
+
+def run_training(args: argparse.Namespace, config: Config, dist_ctx: DistContext) -> int:
+    """Train (under torchrun: this rank's part) and write the results files on rank 0."""
+    device = resolve_device(args.device, dist_ctx.local_rank)
+    # ranks draw different dropout masks; the batch order is seeded identically on all
+    set_seed(args.seed + dist_ctx.rank)
+    set_threads(args.num_threads)
+    if not Path(args.data_dir).is_dir():
+        raise UserError(f"{args.data_dir}: data directory not found (run `make data`)")
+    trainer = Trainer(args, config, device, dist_ctx)
+    results = trainer.train()
+    if not dist_ctx.is_main:
+        return 0
+    out = trainer.output
+    out_dir = out if config.is_transformer else out.parent
+    stem = "" if config.is_transformer else f"{out.name}."
+    resolved = {"args": vars(args), "config": config_to_dict(config), "versions": library_versions()}
+    write_json(out_dir / f"{stem}train_config.json", resolved)
+    write_json(out_dir / f"{stem}train_results.json", results)
+    logger.info("[Best] valid %s %.4f at epoch %d; saved to %s", args.measure, results["best_" + args.measure],
+                results["best_epoch"], out)
+    return 0
 
 
 if __name__ == "__main__":

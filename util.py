@@ -266,15 +266,61 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when present, else CPU; `cuda` without a GPU is a UserError."""
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` picks CUDA when present, else CPU; `cuda` without a GPU is a UserError.
+    Under torchrun each process takes the GPU of its `local_rank`."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and torch.cuda.is_available():
+        return torch.device(f"cuda:{local_rank}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise UserError(f"--device {name!r}: expected auto, cpu or cuda")
     return torch.device(name)
+
+
+@dataclass
+class DistContext:
+    """Where this process stands in a `torchrun` job (a plain run is rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> DistContext:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1): NCCL on CUDA,
+    gloo on CPU. A plain `python train.py` returns a one-process context and starts nothing."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext()
+    import torch.distributed as dist
+
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return DistContext(rank, world_size, local_rank)
+
+
+def close_distributed(ctx: DistContext) -> None:
+    """Leave the process group (after the last collective)."""
+    if ctx.enabled:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def set_threads(num_threads: int | None) -> None:

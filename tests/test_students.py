@@ -178,3 +178,18 @@ def test_crlf_bom_and_blank_lines_are_accepted(data_dir, glove_path, student_con
     config = student_config("cnn")
     assert preprocess.main([f"--config={config}", f"--data_dir={data_dir}", f"--embedding_path={glove_path}"]) == 0
     assert len((data_dir / "train.txt.ids").read_text().splitlines()) == 240
+
+
+@pytest.mark.parametrize("enc_class", ["cnn", "densenet-cnn", "densenet-dsa"])
+def test_onnx_export_agrees_with_pytorch(enc_class, data_dir, glove_path, student_config, tmp_path):
+    config = student_config(enc_class)
+    save = tmp_path / f"{enc_class}.pt"
+    run_student(data_dir, glove_path, config, save, epochs=1)
+    base = [f"--config={config}", f"--data_dir={data_dir}", f"--model_path={save}", "--device=cpu"]
+    assert evaluate.main([*base, "--convert_onnx", "--quantize_onnx"]) == 0
+    assert evaluate.main([*base, "--enable_ort"]) == 0
+    onnx = json.loads(Path(f"{save}.onnx.results.json").read_text())
+    assert onnx["runtime"] == "onnxruntime"
+    assert onnx["max_abs_logit_diff_vs_pytorch"] <= 1e-4 and onnx["same_prediction_vs_pytorch"] == 1.0
+    assert evaluate.main([*base, "--enable_ort", "--quantize_onnx"]) == 0
+    assert json.loads(Path(f"{save}.int8.onnx.results.json").read_text())["runtime"] == "onnxruntime-int8"

@@ -98,3 +98,13 @@ def test_end_to_end_distillation(data_dir, glove_path, tiny_transformer, make_te
         teacher_dir / "results.json").exists() else None
     assert results["accuracy"] >= 0.7
     assert teacher_results is None or teacher_results["total"] == 40
+
+
+def test_teacher_onnx_export_agrees(data_dir, tiny_transformer, make_teacher_config, tmp_path):
+    out = tmp_path / "teacher"
+    config = fit_teacher("bert", data_dir, tiny_transformer, make_teacher_config, out, epochs=1)
+    base = [f"--config={config}", f"--data_dir={data_dir}", f"--bert_output_dir={out}", "--device=cpu"]
+    assert evaluate.main([*base, "--convert_onnx"]) == 0
+    assert evaluate.main([*base, "--enable_ort"]) == 0
+    onnx = json.loads((out / "onnx.results.json").read_text())
+    assert onnx["max_abs_logit_diff_vs_pytorch"] <= 1e-4 and onnx["same_prediction_vs_pytorch"] == 1.0
