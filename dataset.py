@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -383,3 +384,45 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, min_len: int = 1) -> t
     for row, seq in enumerate(seqs):
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
     return ids, lengths
+
+
+# ---------------------------------------------------------------------------
+# Resumable labeling: `X.pred.partial.<rank>`
+# ---------------------------------------------------------------------------
+# First line `# <fingerprint>` (input size, batch size, teacher weights), then one
+# `index<TAB>logit_0 logit_1 ...` line per labeled sentence, appended and fsynced chunk by
+# chunk. A line cut short by a kill has no newline and is ignored on reading.
+
+def read_partial_predictions(path: str | Path, fingerprint: str, num_labels: int) -> dict[int, list[float]]:
+    """Rows labeled by an earlier, interrupted run with the same fingerprint (else none)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    if not lines or lines[0] != f"# {fingerprint}":
+        logger.info("%s: made for other inputs; starting over", path)
+        return {}
+    rows: dict[int, list[float]] = {}
+    for line in lines[1:-1]:  # the last element is "" or a line cut short
+        index, _, values = line.partition("\t")
+        try:
+            row = [float(v) for v in values.split()]
+        except ValueError:
+            continue
+        if index.isdigit() and len(row) == num_labels:
+            rows[int(index)] = row
+    return rows
+
+
+def append_partial_predictions(path: str | Path, fingerprint: str, indices: Sequence[int], logits: np.ndarray) -> None:
+    """Append labeled rows (creating the file with its fingerprint) and fsync."""
+    path = Path(path)
+    new = not path.exists()
+    with open(path, "a", encoding="utf-8") as f:
+        if new:
+            f.write(f"# {fingerprint}\n")
+        for i, row in zip(indices, logits):
+            f.write(f"{i}\t" + " ".join(repr(float(x)) for x in row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -18,9 +18,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from dataset import label_ids, length_sorted_batches, pad_batch, read_examples, read_ids, write_predictions
+from dataset import (
+    append_partial_predictions,
+    label_ids,
+    length_sorted_batches,
+    pad_batch,
+    read_examples,
+    read_ids,
+    read_partial_predictions,
+    write_predictions,
+)
 from model import Predictor, export_onnx, load_predictor, predict_logits, quantize_onnx
 from preprocess import default_augmented_filename
 from util import (
@@ -61,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --convert_onnx: also write a dynamically int8-quantized copy; "
                         "with --enable_ort: evaluate that copy")
     p.add_argument("--enable_ort", action="store_true", help="evaluate (or label) with ONNX Runtime")
+    p.add_argument("--label_chunk", type=positive(int), default=20000,
+                   help="--augmented: sentences labeled between two saves of the resumable progress file")
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
+                   help="autocast dtype for the forward pass (bf16: CPUs with bf16 support, CUDA; fp16: CUDA)")
     p.add_argument("--warmup", type=int, default=10, help="untimed batches before timing")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -85,6 +99,7 @@ def evaluate_test(args: argparse.Namespace, loaded: Predictor, device: torch.dev
     gold = torch.tensor(label_ids(examples, loaded.labels, path))
     ids = loaded.encode([e.sentence for e in examples])
     model, pad_id = loaded.model, loaded.pad_id
+    dtype = amp_dtype(args.amp, device) if loaded.runtime == "pytorch" else None
     agreement = compare_with_pytorch(args, loaded, ids, device) if loaded.runtime != "pytorch" else {}
     bs = args.batch_size
     batches = [list(range(i, min(i + bs, len(ids)))) for i in range(0, len(ids), bs)]
@@ -101,7 +116,8 @@ def evaluate_test(args: argparse.Namespace, loaded: Predictor, device: torch.dev
         start = time.perf_counter()
         for batch in tqdm(batches, desc="evaluate", leave=False):
             x, lengths = pad_batch([ids[i] for i in batch], pad_id)
-            logits = model(x.to(device), lengths.to(device))
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(x.to(device), lengths.to(device))
             predictions[batch] = logits.argmax(-1).cpu()
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -118,11 +134,18 @@ def evaluate_test(args: argparse.Namespace, loaded: Predictor, device: torch.dev
     return {
         "accuracy": accuracy, "correct": correct, "total": total, **extra,
         "elapsed_ms": elapsed_ms, "ms_per_example": elapsed_ms / total,
-        "batch_size": bs, "threads": torch.get_num_threads(), "device": str(device), "runtime": loaded.runtime,
+        "batch_size": bs, "threads": torch.get_num_threads(), "device": str(device), "runtime": loaded.runtime, "amp": args.amp,
         **agreement,
         "predictions": predictions.tolist(),
         **loaded.parameter_counts,
     }
+
+
+def amp_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `--amp`; fp16 only on CUDA."""
+    if name == "fp16" and device.type != "cuda":
+        raise UserError("--amp fp16 needs --device cuda; use --amp bf16 or none on CPU")
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 def compare_with_pytorch(args: argparse.Namespace, loaded: Predictor, ids: list[list[int]],
@@ -159,27 +182,49 @@ def label_augmented(args: argparse.Namespace, loaded: Predictor, device: torch.d
     # batches r, r + world, ...: each sentence meets the same batch, so the logits match.
     batches = length_sorted_batches([len(s) for s in ids], args.batch_size)
     mine = batches[dist_ctx.rank::dist_ctx.world_size]
-    logits = predict_logits(loaded.model, ids, args.batch_size, loaded.pad_id, device, desc="label",
-                            batches=mine, progress=dist_ctx.is_main)
+    pred_path = data_dir / f"{name}.pred"
+    # Labeling resumes from `<pred>.partial.<rank>` if a run with the same inputs was killed.
+    partial = Path(f"{pred_path}.partial.{dist_ctx.rank}")
+    weights = Path(loaded.path) / "model.safetensors"
+    fingerprint = (f"lines={len(ids)} batch={args.batch_size} world={dist_ctx.world_size} amp={args.amp} "
+                   f"runtime={loaded.runtime} teacher={weights.stat().st_size}:{weights.stat().st_mtime_ns}")
+    done = read_partial_predictions(partial, fingerprint, len(loaded.labels))
+    if done:
+        logger.info("[Resume] %d sentences already labeled in %s", len(done), partial)
+    todo = [b for b in mine if not all(i in done for i in b)]
+    chunk = max(1, args.label_chunk // args.batch_size)
+    from tqdm import tqdm
+
+    bar = tqdm(total=sum(map(len, todo)), desc="label", disable=not dist_ctx.is_main)
+    for start_batch in range(0, len(todo), chunk):
+        part = todo[start_batch:start_batch + chunk]
+        out = predict_logits(loaded.model, ids, args.batch_size, loaded.pad_id, device, batches=part,
+                             progress=False, amp_dtype=amp_dtype(args.amp, device))
+        indices = [i for batch in part for i in batch]
+        append_partial_predictions(partial, fingerprint, indices, out[indices].numpy())
+        done.update({i: out[i].tolist() for i in indices})
+        bar.update(len(indices))
+    bar.close()
+    shard = {i: done[i] for batch in mine for i in batch}
     if dist_ctx.enabled:
         import torch.distributed as dist
 
-        shard = {i: logits[i] for batch in mine for i in batch}
         gathered: list = [None] * dist_ctx.world_size if dist_ctx.is_main else None
         dist.gather_object(shard, gathered, dst=0)
         if not dist_ctx.is_main:
+            partial.unlink(missing_ok=True)
             return None
-        for part in gathered:
-            for i, row in part.items():
-                logits[i] = row
+        for part_rows in gathered:
+            shard.update(part_rows)
+    logits = np.asarray([shard[i] for i in range(len(ids))], dtype=np.float32)
     seconds = time.perf_counter() - start
-    pred_path = data_dir / f"{name}.pred"
-    write_predictions(pred_path, [e.sentence for e in examples], logits.numpy())
+    write_predictions(pred_path, [e.sentence for e in examples], logits)
+    partial.unlink(missing_ok=True)
     logger.info("[Labeled] %d sentences in %.1fs (%.0f sentences/s) -> %s", len(examples), seconds,
                 len(examples) / seconds, pred_path)
     return {"labeled": len(examples), "seconds": seconds, "sentences_per_s": len(examples) / seconds,
             "batch_size": args.batch_size, "threads": torch.get_num_threads(), "device": str(device),
-            "processes": dist_ctx.world_size, "output": str(pred_path)}
+            "processes": dist_ctx.world_size, "amp": args.amp, "output": str(pred_path)}
 
 
 def main(argv: list[str] | None = None) -> int:
