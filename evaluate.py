@@ -37,6 +37,7 @@ from util import (
     Config,
     DistContext,
     UserError,
+    amp_dtype,
     close_distributed,
     config_to_dict,
     init_distributed,
@@ -139,13 +140,6 @@ def evaluate_test(args: argparse.Namespace, loaded: Predictor, device: torch.dev
         "predictions": predictions.tolist(),
         **loaded.parameter_counts,
     }
-
-
-def amp_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `--amp`; fp16 only on CUDA."""
-    if name == "fp16" and device.type != "cuda":
-        raise UserError("--amp fp16 needs --device cuda; use --amp bf16 or none on CPU")
-    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 def compare_with_pytorch(args: argparse.Namespace, loaded: Predictor, ids: list[list[int]],

@@ -60,6 +60,7 @@ from util import (
     Config,
     DistContext,
     UserError,
+    amp_dtype,
     close_distributed,
     config_to_dict,
     init_distributed,
@@ -208,9 +209,7 @@ class Trainer:
         if not 0.0 <= args.alpha <= 1.0 or (args.alpha > 0 and not self.soft):
             raise UserError(f"--alpha {args.alpha}: expected a value in [0, 1], used with --augmented")
         self.train_gold: np.ndarray | None = None
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
-        if args.amp == "fp16" and device.type != "cuda":
-            raise UserError("--amp fp16 needs --device cuda; use --amp bf16 or none on CPU")
+        self.amp_dtype = amp_dtype(args.amp, device)
         if config.is_transformer:
             self._setup_teacher()
         else:

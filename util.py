@@ -323,6 +323,13 @@ def close_distributed(ctx: DistContext) -> None:
             dist.destroy_process_group()
 
 
+def amp_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `--amp`; fp16 only on CUDA."""
+    if name == "fp16" and device.type != "cuda":
+        raise UserError("--amp fp16 needs --device cuda; use --amp bf16 or none on CPU")
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
 def set_threads(num_threads: int | None) -> None:
     """Set torch's intra-op thread count once (None or 0: leave torch's default)."""
     if num_threads:

@@ -56,6 +56,10 @@ class Recipe:
                                                        "bilstm": 5})
     student_lr: dict = field(default_factory=lambda: {"cnn": 1e-3, "densenet-cnn": 5e-4, "densenet-dsa": 5e-4,
                                                       "bilstm": 1e-3})
+    # bf16 autocast where this CPU gains from it (the DenseNets' convolutions); weights stay float32
+    student_amp: dict = field(default_factory=lambda: {"cnn": "none", "densenet-cnn": "bf16", "densenet-dsa": "bf16",
+                                                       "bilstm": "none"})
+    label_amp: str = "bf16"
 
 
 FULL = Recipe()
@@ -155,7 +159,8 @@ def write_table(path: Path, out_dir: Path, models: list[str], title: str, recipe
         f"{threads if threads else 1} CPU thread(s), after 10 warm-up sentences, "
         f"on {platform.processor() or platform.machine()} ({os.cpu_count()} cores).",
         f"Recipe: teacher {recipe.teacher_epochs} epoch(s) at lr {recipe.teacher_lr}, augmentation n_iter "
-        f"{recipe.n_iter}, students' epochs {recipe.student_epochs} (logits) and {recipe.gold_epochs} (gold)"
+        f"{recipe.n_iter}, teacher labeling autocast {recipe.label_amp}, students' epochs {recipe.student_epochs} "
+        f"(logits) and {recipe.gold_epochs} (gold), autocast {recipe.student_amp}"
         + (f", train subset {recipe.train_subset} sentences" if recipe.train_subset else "") + ".",
         "",
         "| model | trained on | test accuracy % | ms/example | parameters | without embeddings | train min |",
@@ -197,7 +202,8 @@ def build_steps(args: argparse.Namespace, recipe: Recipe, data: Path, out: Path,
                                                 "--augmented"],
              [data / "augmented.raw"], [data / "augmented.raw.fs"]),
         Step("label augmented", ["evaluate.py", f"--config={teacher_cfg}", f"--data_dir={data}",
-                                 f"--bert_output_dir={teacher}", "--batch_size=128", "--augmented"],
+                                 f"--bert_output_dir={teacher}", "--batch_size=128", "--augmented",
+                                 f"--amp={recipe.label_amp}"],
              [data / "augmented.raw.fs", teacher / "model.safetensors"], [data / "augmented.raw.pred"]),
         Step("copy logits", ["cp", str(data / "augmented.raw.pred"), str(data / "augmented.txt")],
              [data / "augmented.raw.pred"], [data / "augmented.txt"]),
@@ -216,6 +222,7 @@ def build_steps(args: argparse.Namespace, recipe: Recipe, data: Path, out: Path,
                 "train.py", f"--config={cfg}", f"--data_dir={data}", f"--save_path={ckpt}",
                 f"--lr={recipe.student_lr[m]}", f"--epoch={epochs}", "--batch_size=128",
                 "--use_transformers_optimizer", "--warmup_epoch=0", "--weight_decay=0.0",
+                f"--amp={recipe.student_amp[m]}",
                 f"--log_dir={runs / f'{m}-{kind}'}", *extra], [train_input], [ckpt]))
             steps.append(Step(f"evaluate {m} {kind}", [
                 "evaluate.py", f"--config={cfg}", f"--data_dir={data}", f"--model_path={ckpt}", "--num_threads=1"],
