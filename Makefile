@@ -49,5 +49,10 @@ distill: setup data embeddings
 bench: setup data embeddings
 	$(PY) scripts/bench.py
 
+# On a machine with CUDA: students' batch-1 latency and the teacher's labeling throughput
+# (no download; models built from configs). results/gpu_check.json.
+gpu-check: setup
+	$(PY) scripts/gpu_check.py
+
 clean:
 	rm -rf checkpoints runs data/sst2-demo
