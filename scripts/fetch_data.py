@@ -38,9 +38,14 @@ def from_local(source: Path, out: Path, check: bool) -> None:
     for split, expected in EXPECTED.items():
         src = source / f"{split}.txt"
         count_and_check(src, split, expected if check else None)
-        with atomic_path(out / f"{split}.txt") as tmp:
+        dst = out / f"{split}.txt"
+        if dst.exists() and dst.read_bytes() == src.read_bytes():
+            # untouched, so the stages downstream of it stay up to date
+            logger.info("[Data] %s is already a copy of %s", dst, src)
+            continue
+        with atomic_path(dst) as tmp:
             shutil.copyfile(src, tmp)
-        logger.info("[Data] %s <- %s", out / f"{split}.txt", src)
+        logger.info("[Data] %s <- %s", dst, src)
 
 
 def from_hub(out: Path) -> None:
