@@ -50,9 +50,9 @@ class Recipe:
     teacher_epochs: int = 3
     teacher_lr: float = 1e-4
     n_iter: int = 8
-    student_epochs: dict = field(default_factory=lambda: {"cnn": 4, "densenet-cnn": 2, "densenet-dsa": 2,
+    student_epochs: dict = field(default_factory=lambda: {"cnn": 4, "densenet-cnn": 1, "densenet-dsa": 1,
                                                           "bilstm": 3})
-    gold_epochs: dict = field(default_factory=lambda: {"cnn": 5, "densenet-cnn": 5, "densenet-dsa": 5,
+    gold_epochs: dict = field(default_factory=lambda: {"cnn": 5, "densenet-cnn": 3, "densenet-dsa": 3,
                                                        "bilstm": 5})
     student_lr: dict = field(default_factory=lambda: {"cnn": 1e-3, "densenet-cnn": 5e-4, "densenet-dsa": 5e-4,
                                                       "bilstm": 1e-3})
@@ -79,7 +79,9 @@ class Step:
 
 
 class Pipeline:
-    """Runs steps in order, skipping those whose outputs are up to date."""
+    """Runs steps in order, skipping those whose outputs are up to date. A training step's
+    output is its `train_results.json`, written only when training ends, so a run killed
+    mid-training is redone (or resumed by hand with `train.py --resume`)."""
 
     def __init__(self, out_dir: Path, force: bool, python: str):
         self.out_dir = out_dir
@@ -190,7 +192,7 @@ def build_steps(args: argparse.Namespace, recipe: Recipe, data: Path, out: Path,
                                f"--bert_output_dir={teacher}", f"--lr={recipe.teacher_lr}",
                                f"--epoch={recipe.teacher_epochs}", "--batch_size=32", "--use_transformers_optimizer",
                                "--warmup_epoch=0.1", "--weight_decay=0.01", f"--log_dir={runs / 'teacher'}"],
-             [data / "train.txt.fs"], [teacher / "model.safetensors"]),
+             [data / "train.txt.fs"], [teacher / "train_results.json"]),
         Step("evaluate teacher", ["evaluate.py", f"--config={teacher_cfg}", f"--data_dir={data}",
                                   f"--bert_output_dir={teacher}", "--num_threads=1"],
              [teacher / "model.safetensors"], [teacher / "results.json"]),
@@ -223,7 +225,7 @@ def build_steps(args: argparse.Namespace, recipe: Recipe, data: Path, out: Path,
                 f"--lr={recipe.student_lr[m]}", f"--epoch={epochs}", "--batch_size=128",
                 "--use_transformers_optimizer", "--warmup_epoch=0", "--weight_decay=0.0",
                 f"--amp={recipe.student_amp[m]}",
-                f"--log_dir={runs / f'{m}-{kind}'}", *extra], [train_input], [ckpt]))
+                f"--log_dir={runs / f'{m}-{kind}'}", *extra], [train_input], [Path(f"{ckpt}.train_results.json")]))
             steps.append(Step(f"evaluate {m} {kind}", [
                 "evaluate.py", f"--config={cfg}", f"--data_dir={data}", f"--model_path={ckpt}", "--num_threads=1"],
                 [ckpt], [Path(f"{ckpt}.results.json")]))
