@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import platform
 import random
 import sys
 import tempfile
@@ -420,10 +421,19 @@ def positive(kind: type) -> Callable[[str], Any]:
     return parse
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def library_versions() -> dict:
     """Versions recorded in results files."""
-    import platform
-
     versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
     try:
         import transformers

@@ -27,23 +27,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from util import UserError, atomic_write_text, library_versions, run_main, setup_logging, write_json  # noqa: E402
+from util import (  # noqa: E402
+    UserError,
+    atomic_write_text,
+    cpu_model,
+    library_versions,
+    run_main,
+    setup_logging,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
 STUDENTS = {"cnn": "configs/config-glove-cnn.json", "densenet-cnn": "configs/config-densenet-cnn.json",
             "densenet-dsa": "configs/config-densenet-dsa.json"}
 RUNTIMES = ("pytorch", "onnxruntime")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load(model_name: str, args: argparse.Namespace):

@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import random
 import shlex
 import shutil
@@ -28,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from util import UserError, atomic_write_text, run_main, setup_logging, write_json  # noqa: E402
+from util import UserError, atomic_write_text, cpu_model, run_main, setup_logging, write_json  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +158,7 @@ def write_table(path: Path, out_dir: Path, models: list[str], title: str, recipe
         "",
         "SST-2 test set (1,821 sentences). Latency: `evaluate.py` at batch size 1, "
         f"{threads if threads else 1} CPU thread(s), after 10 warm-up sentences, "
-        f"on {platform.processor() or platform.machine()} ({os.cpu_count()} cores).",
+        f"on {cpu_model()} ({os.cpu_count()} cores).",
         f"Recipe: teacher {recipe.teacher_epochs} epoch(s) at lr {recipe.teacher_lr}, augmentation n_iter "
         f"{recipe.n_iter}, teacher labeling autocast {recipe.label_amp}, students' epochs {recipe.student_epochs} "
         f"(logits) and {recipe.gold_epochs} (gold), autocast {recipe.student_amp}"
