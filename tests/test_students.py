@@ -101,6 +101,10 @@ def test_checkpoint_rebuilds_alone_and_refuses_pickles(data_dir, glove_path, stu
     assert evaluate.main([f"--config={config}", f"--data_dir={data_dir}", f"--model_path={evil}"]) == 1
     out = capsys.readouterr()
     assert "pwned" not in out.out and len(error_lines(out.err)) == 1
+    # a checkpoint made for another config is refused
+    other = student_config("densenet-cnn")
+    assert evaluate.main([f"--config={other}", f"--data_dir={data_dir}", f"--model_path={save}"]) == 1
+    assert "holds a glove/cnn model" in capsys.readouterr().err
     # a truncated checkpoint is refused
     cut = tmp_path / "cut.pt"
     cut.write_bytes(save.read_bytes()[:1000])
