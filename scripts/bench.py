@@ -189,7 +189,9 @@ def plot(report: dict, ckpt: Path, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for ms, acc, name in points:
         ax.scatter(ms, acc)
-        ax.annotate(name, (ms, acc), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        # ONNX Runtime labels below their point, PyTorch above, so pairs do not overlap
+        below = "onnxruntime" in name
+        ax.annotate(name, (ms, acc), textcoords="offset points", xytext=(-10, -12 if below else 5), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("ms per sentence (batch 1, 1 thread, median; log scale)")
     ax.set_ylabel("SST-2 test accuracy %")
@@ -219,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--warmup", type=int, default=20, help=argparse.SUPPRESS)
+    p.add_argument("--plot_only", action="store_true", help="redraw the plot from an existing bench.json")
     args = p.parse_args(argv)
     setup_logging()
     if not args.n:
@@ -229,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         if args.worker:
             return worker(args)
+        if args.plot_only:
+            report = json.loads((ROOT / args.out_dir / "bench.json").read_text())
+            return 0 if plot(report, ROOT / args.checkpoints, ROOT / args.out_dir / "accuracy_latency.png") else 1
         records = []
         for model in args.models.split(","):
             for runtime in args.runtimes.split(","):
