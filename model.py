@@ -375,13 +375,17 @@ def save_student_checkpoint(path: str | Path, model: GloveStudent, vocab: list[s
 
 def _torch_load(path: Path, what: str) -> Any:
     """`torch.load` with `weights_only=True`: a pickle that would run code is refused."""
+    if path.is_file():
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # torch.save writes a zip archive
+                raise UserError(f"{path}: not a loadable {what} (not a torch.save archive)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as e:
         raise UserError(f"{path}: file not found (expected {what})") from e
     except IsADirectoryError as e:
         raise UserError(f"{path}: is a directory (expected {what})") from e
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError) as e:
         # weights_only refusals (UnpicklingError) and truncated zips (RuntimeError) land here
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{path}: not a loadable {what} ({first[:200]})") from e

@@ -129,6 +129,17 @@ class Config:
             for section in encoders[self.enc_class].required_sections:
                 if getattr(self, section) is None:
                     raise UserError(f"{where}: enc_class {self.enc_class!r} needs a {section!r} section")
+        for section in (self.cnn, self.densenet, self.dsa, self.lstm):
+            if section is None:
+                continue
+            for name, value in dataclasses.asdict(section).items():
+                flat = value if isinstance(value, list) else [value]
+                flat = [v for item in flat for v in (item if isinstance(item, list) else [item])]
+                if not flat or any(v <= 0 for v in flat):
+                    raise UserError(f"{where}: {type(section).__name__[:-6].lower()}.{name} must be positive, "
+                                    f"got {value!r}")
+        if self.fc_hidden_size < 0:
+            raise UserError(f"{where}: fc_hidden_size must be 0 (no hidden layer) or positive")
         if self.pad_token_id != 0 or self.unk_token_id != 1:
             raise UserError(f"{where}: pad_token_id must be 0 and unk_token_id 1")
         if self.n_ctx < 1 or self.token_emb_dim < 1:

@@ -84,7 +84,7 @@ def test_fewer_teacher_ids_than_sentences(data_dir, tiny_transformer, make_teach
     cnn = tmp_path / "c.json"
     cnn.write_text(json.dumps({"emb_class": "glove", "enc_class": "cnn", "cnn": {}}))
     check_refused(capsys, evaluate, [f"--config={cnn}", f"--data_dir={data_dir}", f"--bert_output_dir={teacher}",
-                                     f"--model_path={teacher / 'model.safetensors'}"], "not a distil-glove student checkpoint")
+                                     f"--model_path={teacher / 'model.safetensors'}"], "not a loadable student checkpoint")
 
 
 CONFIG_CASES = {
@@ -94,6 +94,8 @@ CONFIG_CASES = {
     "wrong nested type": ({"emb_class": "glove", "enc_class": "cnn", "cnn": {"kernel_sizes": [2, "3"]}},
                           "'cnn.kernel_sizes[1]' must be an integer"),
     "not an object": ([1, 2], "expected a JSON object"),
+    "negative size": ({"emb_class": "glove", "enc_class": "cnn", "cnn": {"num_filters": -3}},
+                      "cnn.num_filters must be positive"),
 }
 
 
@@ -120,3 +122,10 @@ def test_bad_flags_exit_nonzero(flag, data_dir, student_config):
     with pytest.raises(SystemExit) as e:
         train.main([f"--config={student_config('cnn')}", f"--data_dir={data_dir}", flag])
     assert e.value.code == 2
+
+
+def test_text_file_as_checkpoint(data_dir, student_config, tmp_path, capsys):
+    bogus = tmp_path / "model.pt"
+    bogus.write_text("hello")
+    check_refused(capsys, evaluate, [f"--config={student_config('cnn')}", f"--data_dir={data_dir}",
+                                     f"--model_path={bogus}"], "not a torch.save archive")

@@ -96,11 +96,13 @@ def test_checkpoint_rebuilds_alone_and_refuses_pickles(data_dir, glove_path, stu
         def __reduce__(self):
             return (print, ("pwned",))
 
-    evil.write_bytes(pickle.dumps({"x": Boom()}))
-    capsys.readouterr()
-    assert evaluate.main([f"--config={config}", f"--data_dir={data_dir}", f"--model_path={evil}"]) == 1
-    out = capsys.readouterr()
-    assert "pwned" not in out.out and len(error_lines(out.err)) == 1
+    for write in (lambda: evil.write_bytes(pickle.dumps({"x": Boom()})),  # a bare pickle
+                  lambda: torch.save({"x": Boom()}, evil)):  # the same inside a torch.save archive
+        write()
+        capsys.readouterr()
+        assert evaluate.main([f"--config={config}", f"--data_dir={data_dir}", f"--model_path={evil}"]) == 1
+        out = capsys.readouterr()
+        assert "pwned" not in out.out and len(error_lines(out.err)) == 1
     # a checkpoint made for another config is refused
     other = student_config("densenet-cnn")
     assert evaluate.main([f"--config={other}", f"--data_dir={data_dir}", f"--model_path={save}"]) == 1
