@@ -31,7 +31,7 @@ from dataset import (
     read_partial_predictions,
     write_predictions,
 )
-from model import Predictor, export_onnx, load_predictor, predict_logits, quantize_onnx
+from model import Predictor, export_onnx, load_predictor, logits_for_batches, predict_logits, quantize_onnx
 from preprocess import default_augmented_filename
 from util import (
     Config,
@@ -101,7 +101,7 @@ def evaluate_test(args: argparse.Namespace, loaded: Predictor, device: torch.dev
     ids = loaded.encode([e.sentence for e in examples])
     model, pad_id = loaded.model, loaded.pad_id
     dtype = amp_dtype(args.amp, device) if loaded.runtime == "pytorch" else None
-    agreement = compare_with_pytorch(args, loaded, ids, device) if loaded.runtime != "pytorch" else {}
+    agreement = compare_with_pytorch(loaded, ids, device) if loaded.runtime != "pytorch" else {}
     bs = args.batch_size
     batches = [list(range(i, min(i + bs, len(ids)))) for i in range(0, len(ids), bs)]
     predictions = torch.empty(len(ids), dtype=torch.long)
@@ -142,12 +142,10 @@ def evaluate_test(args: argparse.Namespace, loaded: Predictor, device: torch.dev
     }
 
 
-def compare_with_pytorch(args: argparse.Namespace, loaded: Predictor, ids: list[list[int]],
-                         device: torch.device) -> dict:
+def compare_with_pytorch(loaded: Predictor, ids: list[list[int]], device: torch.device) -> dict:
     """Max |logit difference| and prediction agreement between the ONNX model and PyTorch."""
-    reference = load_predictor(loaded.config.is_transformer, args.bert_output_dir, args.model_path, device)
     ours = predict_logits(loaded.model, ids, 64, loaded.pad_id, device, desc="onnx", progress=False)
-    theirs = predict_logits(reference.model, ids, 64, reference.pad_id, device, desc="pytorch", progress=False)
+    theirs = predict_logits(loaded.torch_model, ids, 64, loaded.pad_id, device, desc="pytorch", progress=False)
     diff = (ours - theirs).abs().max().item()
     same = (ours.argmax(-1) == theirs.argmax(-1)).float().mean().item()
     logger.info("[ONNX vs PyTorch] max |logit difference| %.3g, same prediction on %.2f%%", diff, 100 * same)
@@ -182,35 +180,37 @@ def label_augmented(args: argparse.Namespace, loaded: Predictor, device: torch.d
     weights = Path(loaded.path) / "model.safetensors"
     fingerprint = (f"lines={len(ids)} batch={args.batch_size} world={dist_ctx.world_size} amp={args.amp} "
                    f"runtime={loaded.runtime} teacher={weights.stat().st_size}:{weights.stat().st_mtime_ns}")
-    done = read_partial_predictions(partial, fingerprint, len(loaded.labels))
-    if done:
-        logger.info("[Resume] %d sentences already labeled in %s", len(done), partial)
-    todo = [b for b in mine if not all(i in done for i in b)]
+    logits = np.zeros((len(ids), len(loaded.labels)), dtype=np.float32)  # [n, K]
+    labeled = np.zeros(len(ids), dtype=bool)
+    for i, row in read_partial_predictions(partial, fingerprint, len(loaded.labels)).items():
+        logits[i], labeled[i] = row, True
+    if labeled.any():
+        logger.info("[Resume] %d sentences already labeled in %s", int(labeled.sum()), partial)
+    todo = [b for b in mine if not labeled[b].all()]
     chunk = max(1, args.label_chunk // args.batch_size)
     from tqdm import tqdm
 
     bar = tqdm(total=sum(map(len, todo)), desc="label", disable=not dist_ctx.is_main)
     for start_batch in range(0, len(todo), chunk):
         part = todo[start_batch:start_batch + chunk]
-        out = predict_logits(loaded.model, ids, args.batch_size, loaded.pad_id, device, batches=part,
-                             progress=False, amp_dtype=amp_dtype(args.amp, device))
         indices = [i for batch in part for i in batch]
-        append_partial_predictions(partial, fingerprint, indices, out[indices].numpy())
-        done.update({i: out[i].tolist() for i in indices})
+        rows = logits_for_batches(loaded.model, ids, part, loaded.pad_id, device, amp_dtype(args.amp, device),
+                                  progress=False).numpy()  # [len(indices), K]
+        append_partial_predictions(partial, fingerprint, indices, rows)
+        logits[indices], labeled[indices] = rows, True
         bar.update(len(indices))
     bar.close()
-    shard = {i: done[i] for batch in mine for i in batch}
     if dist_ctx.enabled:
         import torch.distributed as dist
 
+        mine_indices = np.array([i for batch in mine for i in batch], dtype=np.int64)
         gathered: list = [None] * dist_ctx.world_size if dist_ctx.is_main else None
-        dist.gather_object(shard, gathered, dst=0)
+        dist.gather_object((mine_indices, logits[mine_indices]), gathered, dst=0)
         if not dist_ctx.is_main:
             partial.unlink(missing_ok=True)
             return None
-        for part_rows in gathered:
-            shard.update(part_rows)
-    logits = np.asarray([shard[i] for i in range(len(ids))], dtype=np.float32)
+        for indices, rows in gathered:
+            logits[indices] = rows
     seconds = time.perf_counter() - start
     write_predictions(pred_path, [e.sentence for e in examples], logits)
     partial.unlink(missing_ok=True)

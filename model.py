@@ -491,31 +491,37 @@ def init_embeddings(model: GloveStudent, matrix: torch.Tensor) -> None:
 # Inference
 # ---------------------------------------------------------------------------
 
-def predict_logits(model: nn.Module, ids: list[list[int]], batch_size: int, pad_id: int,
-                   device: torch.device, desc: str = "predict", amp_dtype: torch.dtype | None = None,
-                   progress: bool = True, batches: list[list[int]] | None = None) -> torch.Tensor:
-    """Logits `[n, K]` (float32, CPU) for id lists, in input order. Batches are sorted by
-    length so little time goes to padding; given `batches` (index lists), only those rows
-    are computed (the others stay zero: a rank's shard under torchrun)."""
+def logits_for_batches(model: nn.Module, ids: list[list[int]], batches: list[list[int]], pad_id: int,
+                       device: torch.device, amp_dtype: torch.dtype | None = None, desc: str = "predict",
+                       progress: bool = True) -> torch.Tensor:
+    """Logits (float32, CPU) for the given batches of indices into `ids`, rows in the order
+    of the batches concatenated: `[sum of batch sizes, K]`."""
     from tqdm import tqdm
 
-    from dataset import length_sorted_batches, pad_batch
+    from dataset import pad_batch
 
     model.eval()
-    out = torch.empty(len(ids), 0)
-    rows: list[torch.Tensor | None] = [None] * len(ids)
-    if batches is None:
-        batches = length_sorted_batches([len(s) for s in ids], batch_size)
+    parts = []
     with torch.inference_mode():
         for batch in tqdm(batches, desc=desc, disable=not progress, leave=False):
             x, lengths = pad_batch([ids[i] for i in batch], pad_id)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(x.to(device), lengths.to(device)).float().cpu()
-            for row, i in enumerate(batch):
-                rows[i] = logits[row]
-    if batches:
-        width = next(r for r in rows if r is not None).numel()
-        out = torch.stack([r if r is not None else torch.zeros(width) for r in rows])
+                parts.append(model(x.to(device), lengths.to(device)).float().cpu())  # [B, K]
+    return torch.cat(parts)
+
+
+def predict_logits(model: nn.Module, ids: list[list[int]], batch_size: int, pad_id: int,
+                   device: torch.device, desc: str = "predict", amp_dtype: torch.dtype | None = None,
+                   progress: bool = True) -> torch.Tensor:
+    """Logits `[n, K]` (float32, CPU) for id lists, in input order. Batches are sorted by
+    length so little time goes to padding."""
+    from dataset import length_sorted_batches
+
+    batches = length_sorted_batches([len(s) for s in ids], batch_size)
+    logits = logits_for_batches(model, ids, batches, pad_id, device, amp_dtype, desc, progress)
+    order = torch.tensor([i for batch in batches for i in batch])
+    out = torch.empty_like(logits)
+    out[order] = logits  # back to input order
     return out
 
 
@@ -531,6 +537,16 @@ class Predictor:
         self.encode = encode  # list[str] -> list[list[int]], exactly as at training time
         self.parameter_counts = count_parameters(model)
         self.runtime = "pytorch"
+        self.torch_model = model  # kept when an ONNX Runtime session takes `model`'s place
+
+    @classmethod
+    def for_student(cls, model: GloveStudent, vocab: list[str], labels: list[str], path: str) -> "Predictor":
+        """A student with the GloVe tokenization its vocabulary and config imply."""
+        from dataset import GloveEncoder
+
+        glove = GloveEncoder(vocab, model.config.lowercase, model.config.n_ctx)
+        return cls(model, model.config, labels, model.config.pad_token_id,
+                   lambda sentences: [glove(s) for s in sentences], path)
 
     def onnx_path(self, quantized: bool = False) -> Path:
         """Where `--convert_onnx` writes: beside the student checkpoint, or in the teacher directory."""
@@ -556,7 +572,7 @@ class Predictor:
 def load_predictor(is_transformer: bool, bert_output_dir: str | Path, model_path: str | Path,
                    device: torch.device) -> Predictor:
     """Rebuild a teacher (from its directory) or a student (from its checkpoint) for inference."""
-    from dataset import GloveEncoder, TransformerEncoder
+    from dataset import TransformerEncoder
 
     if is_transformer:
         model, config, tokenizer, labels, lowercase = load_teacher(bert_output_dir, device)
@@ -564,9 +580,7 @@ def load_predictor(is_transformer: bool, bert_output_dir: str | Path, model_path
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         return Predictor(model, config, labels, pad_id, encoder.encode_many, str(bert_output_dir))
     model, vocab, labels, _ = load_student_checkpoint(model_path, device)
-    glove = GloveEncoder(vocab, model.config.lowercase, model.config.n_ctx)
-    return Predictor(model, model.config, labels, model.config.pad_token_id,
-                     lambda sentences: [glove(s) for s in sentences], str(model_path))
+    return Predictor.for_student(model, vocab, labels, str(model_path))
 
 
 # ---------------------------------------------------------------------------

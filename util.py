@@ -129,15 +129,14 @@ class Config:
             for section in encoders[self.enc_class].required_sections:
                 if getattr(self, section) is None:
                     raise UserError(f"{where}: enc_class {self.enc_class!r} needs a {section!r} section")
-        for section in (self.cnn, self.densenet, self.dsa, self.lstm):
-            if section is None:
-                continue
-            for name, value in dataclasses.asdict(section).items():
-                flat = value if isinstance(value, list) else [value]
-                flat = [v for item in flat for v in (item if isinstance(item, list) else [item])]
+        for section_name in ("cnn", "densenet", "dsa", "lstm"):
+            section = getattr(self, section_name)
+            for name, value in (dataclasses.asdict(section) if section is not None else {}).items():
+                # sizes are ints, lists of ints or lists of lists of ints: all must be > 0
+                flat = [v for item in (value if isinstance(value, list) else [value])
+                        for v in (item if isinstance(item, list) else [item])]
                 if not flat or any(v <= 0 for v in flat):
-                    raise UserError(f"{where}: {type(section).__name__[:-6].lower()}.{name} must be positive, "
-                                    f"got {value!r}")
+                    raise UserError(f"{where}: {section_name}.{name} must be positive, got {value!r}")
         if self.fc_hidden_size < 0:
             raise UserError(f"{where}: fc_hidden_size must be 0 (no hidden layer) or positive")
         if self.pad_token_id != 0 or self.unk_token_id != 1:

@@ -48,7 +48,7 @@ def load(model_name: str, args: argparse.Namespace):
     """A Predictor for the teacher or a student: the trained checkpoint, else random weights."""
     import torch
 
-    from dataset import GloveEncoder, read_labels, read_vocab
+    from dataset import read_labels, read_vocab
     from model import Predictor, build_student, load_predictor
     from util import load_config
 
@@ -66,8 +66,7 @@ def load(model_name: str, args: argparse.Namespace):
     labels = read_labels(Path(args.data_dir) / "label.txt")
     torch.manual_seed(0)
     model = build_student(config, len(vocab), len(labels)).eval()
-    glove = GloveEncoder(vocab, config.lowercase, config.n_ctx)
-    return Predictor(model, config, labels, 0, lambda s: [glove(x) for x in s], str(path)), "random"
+    return Predictor.for_student(model, vocab, labels, str(path)), "random"
 
 
 def time_batches(model, batches: list, repeats: int) -> list[float]:
