@@ -228,25 +228,44 @@ class DenseNetDSA(GloveStudent):
         return self.head(self.dsa(h, mask))  # [B, K]
 
 
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence's first `length` steps of `[B, T, C]`, leaving padding in place
+    (its own inverse)."""
+    t = torch.arange(x.size(1), device=x.device)[None, :]  # [1, T]
+    last = lengths[:, None] - 1  # [B, 1]
+    index = torch.where(t <= last, last - t, t)  # [B, T]
+    return x.gather(1, index[:, :, None].expand(-1, -1, x.size(2)))
+
+
 class GloveBiLSTM(GloveStudent):
-    """GloVe → bidirectional LSTM (packed, so padding is never read) → the last forward and
-    backward states concatenated → ReLU layer → logits (Tang et al. 2019's student)."""
+    """GloVe → bidirectional LSTM → the last forward and backward states concatenated →
+    ReLU layer → logits (Tang et al. 2019's student).
+
+    Padding is never read, without packed sequences (which ONNX export does not take): the
+    forward LSTM's state at a sentence's last token has not seen the padding after it, and
+    the backward LSTM runs forward over each sentence reversed within its length, so its
+    padding also comes after the sentence."""
 
     required_sections = ("lstm",)
 
     def __init__(self, config: Config, vocab_size: int, num_labels: int):
         super().__init__(config, vocab_size)
         lstm = config.lstm
-        self.lstm = nn.LSTM(
-            config.token_emb_dim, lstm.hidden_size, num_layers=lstm.num_layers, batch_first=True, bidirectional=True
-        )
+        sizes = [config.token_emb_dim] + [2 * lstm.hidden_size] * (lstm.num_layers - 1)
+        self.forward_lstms = nn.ModuleList(nn.LSTM(n, lstm.hidden_size, batch_first=True) for n in sizes)
+        self.backward_lstms = nn.ModuleList(nn.LSTM(n, lstm.hidden_size, batch_first=True) for n in sizes)
         self.head = ClassifierHead(2 * lstm.hidden_size, config.fc_hidden_size, num_labels, config.dropout)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x, _ = self.embed(ids, lengths)  # [B, T, E]
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (h, _) = self.lstm(packed)  # h: [layers * 2, B, H]
-        final = torch.cat([h[-2], h[-1]], dim=1)  # [B, 2H]: last layer, forward and backward
+        lengths = lengths.clamp(min=1)
+        for fwd, bwd in zip(self.forward_lstms, self.backward_lstms):
+            out_f, _ = fwd(x)  # [B, T, H]
+            out_b = reverse_within_length(bwd(reverse_within_length(x, lengths))[0], lengths)  # [B, T, H]
+            x = torch.cat([out_f, out_b], dim=2)  # [B, T, 2H]: the next layer's input
+        last = (lengths - 1)[:, None, None].expand(-1, 1, out_f.size(2))  # [B, 1, H]
+        # the forward state at the last token, and the backward state after reading back to the first
+        final = torch.cat([out_f.gather(1, last)[:, 0], out_b[:, 0]], dim=1)  # [B, 2H]
         return self.head(final)
 
 

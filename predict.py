@@ -2,6 +2,7 @@
 
     echo "a gorgeous , witty film" | python predict.py --model_path=pytorch-model-cnn.pt
     python predict.py --bert_output_dir=bert-checkpoint --input=sentences.txt --format=jsonl
+    python predict.py --model_path=pytorch-model-cnn.pt --enable_ort --device=cpu < sentences.txt  # ONNX Runtime
 
 One sentence a line (a `sentence<TAB>anything` line uses the sentence); blank lines are
 skipped. Output, one line per sentence in input order: `label<TAB>p_0 p_1 ...` (tsv, the
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=positive(int), default=64)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--num_threads", type=int, default=0)
+    p.add_argument("--enable_ort", action="store_true",
+                   help="run the ONNX export beside the model (from evaluate.py --convert_onnx) in ONNX Runtime")
+    p.add_argument("--quantize_onnx", action="store_true", help="with --enable_ort: the int8 copy (--quantize_onnx)")
     return p
 
 
@@ -80,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         set_threads(args.num_threads)
         predictor = load_predictor(args.bert_output_dir is not None, args.bert_output_dir, args.model_path, device)
+        if args.enable_ort:
+            if device.type != "cpu":
+                raise UserError("--enable_ort runs on the CPU; add --device cpu")
+            predictor.use_onnxruntime(args.quantize_onnx, args.num_threads)
         sentences = read_sentences(args.input)
         probabilities = torch.softmax(predictor.logits(sentences, args.batch_size, device), dim=-1)
         text = "\n".join(format_lines(sentences, probabilities, predictor.labels, args.format)) + "\n"

@@ -40,8 +40,9 @@ from util import (  # noqa: E402
 logger = logging.getLogger(__name__)
 
 STUDENTS = {"cnn": "configs/config-glove-cnn.json", "densenet-cnn": "configs/config-densenet-cnn.json",
-            "densenet-dsa": "configs/config-densenet-dsa.json"}
-RUNTIMES = ("pytorch", "onnxruntime")
+            "densenet-dsa": "configs/config-densenet-dsa.json", "bilstm": "configs/config-glove-bilstm.json"}
+# onnxruntime-int8: weights quantized to int8 after export, activations at run time
+RUNTIMES = ("pytorch", "onnxruntime", "onnxruntime-int8")
 
 
 def load(model_name: str, args: argparse.Namespace):
@@ -88,33 +89,51 @@ def worker(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from dataset import pad_batch, read_examples
-    from model import export_onnx
+    from dataset import label_ids, pad_batch, read_examples
+    from model import export_onnx, quantize_onnx
 
     predictor, weights = load(args.model, args)
-    sentences = [e.sentence for e in read_examples(Path(args.data_dir) / "test.txt")][: args.n]
-    ids = predictor.encode(sentences)
-    if args.runtime == "onnxruntime":
-        onnx_path = Path(args.onnx_dir) / f"{args.model}.onnx"
+    test_path = Path(args.data_dir) / "test.txt"
+    examples = read_examples(test_path)
+    all_ids = predictor.encode([e.sentence for e in examples])
+    gold = torch.tensor(label_ids(examples, predictor.labels, test_path))
+    ids = all_ids[: args.n]
+    onnx_path = Path(args.onnx_dir) / f"{args.model}.onnx"
+    if args.runtime.startswith("onnxruntime"):
         onnx_path.parent.mkdir(parents=True, exist_ok=True)
         export_onnx(predictor.model, onnx_path, torch.tensor(ids[:1]))
+        if args.runtime == "onnxruntime-int8":
+            quantize_onnx(onnx_path, onnx_path.with_name(f"{args.model}.int8.onnx"))
+            onnx_path = onnx_path.with_name(f"{args.model}.int8.onnx")
+
+    def batches_of(seqs: list[list[int]]) -> list:
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        return [(order[k:k + 128], pad_batch([seqs[i] for i in order[k:k + 128]], predictor.pad_id))
+                for k in range(0, len(order), 128)]
+
     singles = [pad_batch([s], predictor.pad_id) for s in ids]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    big = [pad_batch([ids[i] for i in order[k:k + 128]], predictor.pad_id) for k in range(0, len(order), 128)]
+    big = [b for _, b in batches_of(ids)]
     records = []
+    accuracy = None
     for threads in (1, os.cpu_count() or 1):
         torch.set_num_threads(threads)
-        if args.runtime == "onnxruntime":
+        if args.runtime.startswith("onnxruntime"):
             from model import OrtModel
 
-            model = OrtModel(Path(args.onnx_dir) / f"{args.model}.onnx", threads)
+            model = OrtModel(onnx_path, threads)
         else:
             model = predictor.model
+        if accuracy is None:  # this runtime's accuracy on the whole test set (int8 changes it)
+            predictions = torch.empty(len(all_ids), dtype=torch.long)
+            with torch.inference_mode():
+                for index, (x, lengths) in batches_of(all_ids):
+                    predictions[index] = model(x, lengths).argmax(-1)
+            accuracy = float((predictions == gold).float().mean())
         time_batches(model, singles[: args.warmup], 1)  # warm-up
         per_example = np.array(time_batches(model, singles, args.repeats)) * 1000
         batch_seconds = sum(time_batches(model, big, max(1, args.repeats // 2)))
         common = {"model": args.model, "weights": weights, "runtime": args.runtime, "threads": threads,
-                  "sentences": len(ids)}
+                  "sentences": len(ids), "test_accuracy": accuracy}
         records.append({**common, "batch_size": 1, "ms_p50": float(np.median(per_example)),
                         "ms_p90": float(np.percentile(per_example, 90)),
                         "sentences_per_s": float(1000 / per_example.mean())})
@@ -132,16 +151,21 @@ def markdown(report: dict, ckpt: Path) -> str:
     recs = report["records"]
     lines = [f"# Speed on {report['machine']['cpu']} ({report['machine']['cores']} cores)", "",
              f"Command: `{report['command']}`; {recs[0]['sentences']} SST-2 test sentences, best of "
-             f"{report['repeats']} passes per sentence after {report['warmup']} warm-up sentences.", "",
-             "| model | weights | runtime | threads | batch 1 p50 ms | batch 1 p90 ms | batch 128 sentences/s | peak RSS MB |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"{report['repeats']} passes per sentence after {report['warmup']} warm-up sentences. "
+             "Accuracy: each runtime's predictions on the whole test set (1,821 sentences) in length-sorted "
+             "batches of 128; dynamic int8 quantization scales activations per batch, so its accuracy "
+             "depends on the batching.", "",
+             "| model | weights | runtime | threads | batch 1 p50 ms | batch 1 p90 ms | batch 128 sentences/s | "
+             "peak RSS MB | test accuracy % (batch 128) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     keyed = {}
     for r in recs:
         keyed.setdefault((r["model"], r["runtime"], r["threads"]), {})[r["batch_size"]] = r
     for (model, runtime, threads), by_bs in keyed.items():
         one, many = by_bs[1], by_bs[128]
         lines.append(f"| {model} | {one['weights']} | {runtime} | {threads} | {one['ms_p50']:.3f} | "
-                     f"{one['ms_p90']:.3f} | {many['sentences_per_s']:.0f} | {one['peak_rss_mb']:.0f} |")
+                     f"{one['ms_p90']:.3f} | {many['sentences_per_s']:.0f} | {one['peak_rss_mb']:.0f} | "
+                     f"{100 * one['test_accuracy']:.2f} |")
     teacher = keyed.get(("teacher", "pytorch", 1), {}).get(1)
     if teacher:
         lines += ["", "Speed-up over the PyTorch teacher at batch 1, one thread (median):", ""]
@@ -167,7 +191,7 @@ def markdown(report: dict, ckpt: Path) -> str:
 
 
 def plot(report: dict, ckpt: Path, path: Path) -> bool:
-    """Accuracy (from evaluate.py's results) against batch-1 one-thread latency (from bench.json)."""
+    """Accuracy against batch-1 one-thread latency, one point per model and runtime (bench.json)."""
     try:
         import matplotlib
 
@@ -176,21 +200,30 @@ def plot(report: dict, ckpt: Path, path: Path) -> bool:
     except ImportError:
         logger.warning("matplotlib not installed: no plot")
         return False
-    points = []
+    points = []  # (ms, accuracy %, model, runtime)
     for r in report["records"]:
         if r["batch_size"] != 1 or r["threads"] != 1:
             continue
+        if r.get("test_accuracy") is not None:  # this runtime's own accuracy (int8 differs)
+            points.append((r["ms_p50"], 100 * r["test_accuracy"], r["model"], r["runtime"]))
+            continue
         res = ckpt / "teacher" / "results.json" if r["model"] == "teacher" else ckpt / f"{r['model']}-distill.pt.results.json"
         if res.exists():
-            points.append((r["ms_p50"], 100 * json.loads(res.read_text())["accuracy"], f"{r['model']} ({r['runtime']})"))
+            points.append((r["ms_p50"], 100 * json.loads(res.read_text())["accuracy"], r["model"], r["runtime"]))
     if not points:
         return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for ms, acc, name in points:
-        ax.scatter(ms, acc)
-        # ONNX Runtime labels below their point, PyTorch above, so pairs do not overlap
-        below = "onnxruntime" in name
-        ax.annotate(name, (ms, acc), textcoords="offset points", xytext=(-10, -12 if below else 5), fontsize=7)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    models = list(dict.fromkeys(p[2] for p in points))
+    markers = {"pytorch": "o", "onnxruntime": "s", "onnxruntime-int8": "^"}
+    colors = {m: f"C{i}" for i, m in enumerate(models)}
+    for ms, acc, model, runtime in points:
+        ax.scatter(ms, acc, color=colors[model], marker=markers.get(runtime, "x"), s=40)
+    for model in models:  # one label per model, at its fastest point
+        ms, acc, *_ = min(p for p in points if p[2] == model)
+        ax.annotate(model, (ms, acc), textcoords="offset points", xytext=(6, 4), fontsize=8, color=colors[model])
+    for runtime, marker in markers.items():
+        ax.scatter([], [], color="gray", marker=marker, label=runtime)
+    ax.legend(fontsize=7, loc="lower right")
     ax.set_xscale("log")
     ax.set_xlabel("ms per sentence (batch 1, 1 thread, median; log scale)")
     ax.set_ylabel("SST-2 test accuracy %")
@@ -211,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoints", default="checkpoints/sst2")
     p.add_argument("--out_dir", default="results")
     p.add_argument("--onnx_dir", default="checkpoints/bench-onnx")
-    p.add_argument("--models", default="teacher,cnn,densenet-cnn,densenet-dsa")
+    p.add_argument("--models", default="teacher," + ",".join(STUDENTS))
     p.add_argument("--runtimes", default=",".join(RUNTIMES))
     # worker mode (one model and runtime in a fresh process)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -220,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--warmup", type=int, default=20, help=argparse.SUPPRESS)
-    p.add_argument("--plot_only", action="store_true", help="redraw the plot from an existing bench.json")
+    p.add_argument("--plot_only", action="store_true", help="rewrite bench.md and the plot from an existing bench.json")
     args = p.parse_args(argv)
     setup_logging()
     if not args.n:
@@ -233,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             return worker(args)
         if args.plot_only:
             report = json.loads((ROOT / args.out_dir / "bench.json").read_text())
+            atomic_write_text(ROOT / args.out_dir / "bench.md", markdown(report, ROOT / args.checkpoints))
             return 0 if plot(report, ROOT / args.checkpoints, ROOT / args.out_dir / "accuracy_latency.png") else 1
         records = []
         for model in args.models.split(","):

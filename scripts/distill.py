@@ -20,6 +20,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,7 @@ class Pipeline:
         self.python = python
         self.record_path = out_dir / "pipeline.json"
         self.record = json.loads(self.record_path.read_text()) if self.record_path.exists() else {}
+        self.lock = threading.Lock()  # steps may run from several threads (scripts/ablation.py --jobs)
 
     def up_to_date(self, step: Step) -> bool:
         if self.force or not all(p.exists() for p in step.outputs):
@@ -106,9 +108,10 @@ class Pipeline:
         if result.returncode != 0:
             raise UserError(f"stage {step.name!r} failed with exit code {result.returncode}")
         seconds = time.time() - start
-        self.record[step.name] = {"seconds": round(seconds, 1), "command": " ".join(argv[1:]),
-                                  "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        write_json(self.record_path, self.record)
+        with self.lock:
+            self.record[step.name] = {"seconds": round(seconds, 1), "command": " ".join(argv[1:]),
+                                      "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            write_json(self.record_path, self.record)
         logger.info("[Done] %s in %.1fs", step.name, seconds)
 
 
@@ -145,7 +148,10 @@ def write_table(path: Path, out_dir: Path, models: list[str], title: str, recipe
 
     rows.append(fmt_row("MiniLM-L6 teacher", "gold labels (fine-tuned)", teacher,
                         out_dir / "teacher" / "train_results.json"))
-    for m in models:
+    # the selected students, and any other whose runs are already there (MODELS=bilstm adds a row)
+    shown = [m for m in STUDENT_CONFIGS if m in models or any(
+        (out_dir / f"{m}-{kind}.pt.results.json").exists() for kind in ("gold", "distill"))]
+    for m in shown:
         for kind, trained_on in (("gold", "gold labels"), ("distill", "teacher logits (distilled)")):
             ckpt = out_dir / f"{m}-{kind}.pt"
             rows.append(fmt_row(MODEL_NAMES[m], trained_on, read_results(Path(f"{ckpt}.results.json")),
@@ -237,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data_dir", default="data/sst2", help="full SST-2 (from `make data`)")
     p.add_argument("--out_dir", help="checkpoints (default checkpoints/sst2 or checkpoints/demo)")
     p.add_argument("--results", help="table path (default results/sst2.md or results/demo.md)")
-    p.add_argument("--models", default=os.environ.get("MODELS", "cnn,densenet-cnn,densenet-dsa"),
-                   help="comma-separated students (default $MODELS or cnn,densenet-cnn,densenet-dsa)")
+    p.add_argument("--models", default=os.environ.get("MODELS", ",".join(STUDENT_CONFIGS)),
+                   help="comma-separated students (default $MODELS, else all: " + ",".join(STUDENT_CONFIGS) + ")")
     p.add_argument("--teacher_model", default="embeddings/all-MiniLM-L6-v2")
     p.add_argument("--embedding_path", default="embeddings/glove.6B.50d.txt")
     p.add_argument("--force", action="store_true", help="rerun every stage")

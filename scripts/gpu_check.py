@@ -4,8 +4,9 @@ configs (random weights, a 20,000-word vocabulary) and the teacher from the Mini
 
     python scripts/gpu_check.py              # `make gpu-check` on a machine with CUDA
     python scripts/gpu_check.py --device cpu # a dry run of the same script
+    python scripts/gpu_check.py --render results/gpu_check.json  # only redo the table
 
-Prints, and writes to results/gpu_check.json: per-example latency at batch 1 (CUDA-synchronised,
+Prints, and writes to results/gpu_check.json and results/gpu_check.md: per-example latency at batch 1 (CUDA-synchronised,
 median and p90 over 1,000 sentence lengths drawn like SST-2's) for each student, and the
 teacher's labeling throughput at batch 128 in float32 and bf16/fp16 autocast. Takes under
 5 minutes on a GPU.
@@ -25,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from model import TransformerClassifier, build_student  # noqa: E402
-from util import load_config, resolve_device, write_json  # noqa: E402
+from util import atomic_write_text, load_config, resolve_device, write_json  # noqa: E402
 
 STUDENTS = {"cnn": "configs/config-glove-cnn.json", "densenet-cnn": "configs/config-densenet-cnn.json",
-            "densenet-dsa": "configs/config-densenet-dsa.json"}
+            "densenet-dsa": "configs/config-densenet-dsa.json", "bilstm": "configs/config-glove-bilstm.json"}
 
 
 def sync(device: torch.device) -> None:
@@ -51,8 +52,11 @@ def time_students(device: torch.device, n: int) -> list[dict]:
                   for L in lengths_like_sst2(n, 0)]
         times = []
         with torch.inference_mode():
-            for ids, lengths in inputs[:50]:
+            # one untimed pass over every input first: each new shape costs kernel loading and
+            # algorithm selection once, which is not the per-example latency we are after
+            for ids, lengths in inputs:
                 model(ids, lengths)
+            sync(device)
             for ids, lengths in inputs:
                 sync(device)
                 start = time.perf_counter()
@@ -81,7 +85,8 @@ def time_teacher(device: torch.device, n: int) -> list[dict]:
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             data = [(torch.randint(1000, 30000, (len(b), b[0]), device=device), torch.tensor(b, device=device))
                     for b in batches]
-            model(*data[0])
+            for ids, lens in data:  # untimed pass: every batch shape loaded and selected once
+                model(ids, lens)
             sync(device)
             start = time.perf_counter()
             for ids, lens in data:
@@ -95,19 +100,39 @@ def time_teacher(device: torch.device, n: int) -> list[dict]:
     return records
 
 
+def markdown(report: dict) -> str:
+    """results/gpu_check.md from the report."""
+    lines = [f"# GPU check on {report['device']}", "",
+             f"Command: `{report['command']}` (`python scripts/gpu_check.py`), torch {report['torch']}; "
+             "random weights (speed does not depend on them).", "",
+             "| model | batch | precision | median ms | p90 ms | sentences/s |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in report["students"]:
+        lines.append(f"| {r['model']} | 1 | float32 | {r['ms_p50']:.3f} | {r['ms_p90']:.3f} | |")
+    for r in report["teacher"]:
+        lines.append(f"| {r['model']} | {r['batch_size']} | {r['precision']} | | | {r['sentences_per_s']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda")
     p.add_argument("--n", type=int, default=1000, help="sentences for latency")
     p.add_argument("--label_n", type=int, default=20000, help="sentences for labeling throughput")
     p.add_argument("--out", default="results/gpu_check.json")
+    p.add_argument("--render", metavar="JSON", help="only write the markdown table of an earlier run's JSON")
     args = p.parse_args(argv)
+    md_path = (ROOT / args.out).with_suffix(".md")
+    if args.render:
+        atomic_write_text(md_path, markdown(json.loads(Path(args.render).read_text())))
+        print(md_path.read_text())
+        return 0
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device: {name}, torch {torch.__version__}", flush=True)
+    print(f"device: {name}, torch {torch.__version__}, cudnn.benchmark {torch.backends.cudnn.benchmark}", flush=True)
     report = {"device": name, "torch": torch.__version__, "command": "make gpu-check",
               "students": time_students(device, args.n), "teacher": time_teacher(device, args.label_n)}
     write_json(ROOT / args.out, report)
+    atomic_write_text(md_path, markdown(report))
     print(json.dumps(report, indent=1)[:200] + " ...")
     return 0
 

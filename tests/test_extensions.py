@@ -60,6 +60,15 @@ def test_string_labels_multiclass_and_predict_agrees_with_evaluate(glove_path, s
     labels = ["GetWeather", "negative", "positive"]
     assert [labels.index(r["label"]) for r in rows] == results["predictions"]
     assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in rows)
+    # the same through ONNX Runtime, once exported
+    assert predict.main([f"--model_path={save}", f"--input={data / 'test.txt'}", "--enable_ort", "--device=cpu"]) == 1
+    assert "export it first with evaluate.py --convert_onnx" in capsys.readouterr().err
+    assert evaluate.main([f"--config={config}", f"--data_dir={data}", f"--model_path={save}", "--device=cpu",
+                          "--convert_onnx"]) == 0
+    out_ort = tmp_path / "pred-ort.tsv"
+    assert predict.main([f"--model_path={save}", f"--input={data / 'test.txt'}", f"--output={out_ort}",
+                         "--enable_ort", "--device=cpu"]) == 0
+    assert [line.split("\t")[0] for line in out_ort.read_text().splitlines()] == [r["label"] for r in rows]
 
 
 def test_alpha_mixes_gold_cross_entropy(data_dir, glove_path, student_config, tmp_path, capsys):

@@ -186,7 +186,7 @@ def test_crlf_bom_and_blank_lines_are_accepted(data_dir, glove_path, student_con
     assert len((data_dir / "train.txt.ids").read_text().splitlines()) == 240
 
 
-@pytest.mark.parametrize("enc_class", ["cnn", "densenet-cnn", "densenet-dsa"])
+@pytest.mark.parametrize("enc_class", ["cnn", "densenet-cnn", "densenet-dsa", "bilstm"])
 def test_onnx_export_agrees_with_pytorch(enc_class, data_dir, glove_path, student_config, tmp_path):
     config = student_config(enc_class)
     save = tmp_path / f"{enc_class}.pt"
@@ -199,3 +199,24 @@ def test_onnx_export_agrees_with_pytorch(enc_class, data_dir, glove_path, studen
     assert onnx["max_abs_logit_diff_vs_pytorch"] <= 1e-4 and onnx["same_prediction_vs_pytorch"] == 1.0
     assert evaluate.main([*base, "--enable_ort", "--quantize_onnx"]) == 0
     assert json.loads(Path(f"{save}.int8.onnx.results.json").read_text())["runtime"] == "onnxruntime-int8"
+
+
+def test_bilstm_matches_a_packed_bidirectional_lstm():
+    """The BiLSTM student's unpacked formulation gives the packed bidirectional LSTM's final states."""
+    config = config_from_dict({"emb_class": "glove", "enc_class": "bilstm", "token_emb_dim": EMB_DIM,
+                               **TINY_STUDENTS["bilstm"]}, "test")
+    torch.manual_seed(0)
+    model = build_student(config, vocab_size=30, num_labels=2).eval()
+    hidden = config.lstm.hidden_size
+    packed_lstm = torch.nn.LSTM(EMB_DIM, hidden, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for name, _ in model.forward_lstms[0].named_parameters():
+            getattr(packed_lstm, name).copy_(getattr(model.forward_lstms[0], name))
+            getattr(packed_lstm, f"{name}_reverse").copy_(getattr(model.backward_lstms[0], name))
+        ids = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 0, 0, 0], [12, 0, 0, 0, 0]])
+        lengths = torch.tensor([5, 2, 1])
+        x, _ = model.embed(ids, lengths)
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, (h, _) = packed_lstm(packed)  # h: [2, B, H]
+        expected = model.head(torch.cat([h[0], h[1]], dim=1))
+        assert torch.allclose(model(ids, lengths), expected, atol=1e-6)

@@ -1,0 +1,52 @@
+"""Compare two `.pred` files of the same sentences (say, a teacher's logits from PyTorch bf16
+and from int8 ONNX Runtime): how often the argmax agrees and how far the logits move.
+
+    python scripts/compare_logits.py data/sst2/augmented.raw.pred data/sst2-int8/augmented.raw.pred
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dataset import read_predictions  # noqa: E402
+from util import UserError, run_main, setup_logging  # noqa: E402
+
+
+def compare(a: Path, b: Path) -> dict:
+    """Agreement of the argmax and the absolute logit differences, line by line."""
+    with open(a, encoding="utf-8") as f:
+        k = len(f.readline().rstrip("\n").split("\t")[-1].split())  # logits per line, from the first
+    sentences_a, logits_a = read_predictions(a, k)
+    sentences_b, logits_b = read_predictions(b, k)
+    if sentences_a != sentences_b:
+        raise UserError(f"{b}: not the same sentences, in the same order, as {a}")
+    diff = np.abs(logits_a - logits_b)  # [N, K]
+    return {"sentences": len(sentences_a), "labels": k,
+            "argmax_agreement": float((logits_a.argmax(1) == logits_b.argmax(1)).mean()),
+            "max_abs_logit_diff": float(diff.max()), "mean_abs_logit_diff": float(diff.mean())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("first", type=Path)
+    p.add_argument("second", type=Path)
+    args = p.parse_args(argv)
+    setup_logging()
+
+    def body() -> int:
+        print(json.dumps(compare(args.first, args.second), indent=1))
+        return 0
+
+    return run_main(body, logging.getLogger(__name__))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
