@@ -57,18 +57,23 @@ class MaskedTextCNN(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # x: [B, T, C], zero on padding
-        # Always append max_k - 1 zero steps (no data-dependent branch, so the graph exports
-        # to TorchScript/ONNX with a dynamic length); the extra windows are masked below.
+        # Append max_k - 1 zero steps once (no data-dependent branch, so the graph exports
+        # to TorchScript/ONNX with a dynamic length), then give each width only the windows a
+        # sentence of T tokens has, max(T - k + 1, 1): a quarter fewer multiply-adds than
+        # convolving the padded input, which is most of the CNN's time at batch 1.
+        width = x.size(1)
         x = F.pad(x, (0, 0, 0, max(self.kernel_sizes) - 1)).transpose(1, 2)  # [B, C, T + max_k - 1]
         pooled = []
         for k, conv in zip(self.kernel_sizes, self.convs):
-            h = F.relu(conv(x))  # [B, F, T + max_k - k]
+            end = torch.clamp(torch.as_tensor(width), min=k)  # a tensor, so the exported slice stays dynamic
+            h = F.relu(conv(x[:, :, :end]))  # [B, F, max(T, k) - k + 1]
             # window t covers tokens t..t+k-1: valid if inside the sentence, and window 0
-            # always counts (a sentence shorter than k is seen zero-padded, as when alone)
+            # always counts (a sentence shorter than k is seen zero-padded, as when alone);
+            # ReLU outputs are >= 0 and window 0 is always valid, so zeroing the invalid
+            # windows leaves the maximum unchanged
             valid = torch.clamp(lengths - k + 1, min=1)  # [B]
-            mask = length_mask(valid, h.size(2))  # [B, T + max_k - k]
-            h = h.masked_fill(~mask[:, None, :], float("-inf"))
-            pooled.append(h.max(dim=2).values)  # [B, F]
+            mask = length_mask(valid, h.size(2))  # [B, max(T, k) - k + 1]
+            pooled.append((h * mask[:, None, :].to(h.dtype)).amax(dim=2))  # [B, F]
         return torch.cat(pooled, dim=1)  # [B, F * len(kernel_sizes)]
 
 
