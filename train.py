@@ -172,13 +172,15 @@ def make_optimizer(model: torch.nn.Module, args: argparse.Namespace, steps_per_e
 
 
 def rng_state() -> dict:
-    """Python, NumPy and torch RNG states as plain types (loadable with weights_only)."""
+    """Python, NumPy, torch CPU and CUDA RNG states as plain types (loadable with weights_only).
+    Dropout on a GPU draws from the CUDA generators, so a resumed GPU run needs them too."""
     py_version, py_state, py_gauss = random.getstate()
     _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     return {
         "python": [py_version, list(py_state), py_gauss],
         "numpy": [torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)],
         "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
 
 
@@ -189,6 +191,9 @@ def set_rng_state(state: dict) -> None:
     np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
     np.random.set_state(("MT19937", np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []  # absent in states saved before CUDA states were kept
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 class Trainer:
