@@ -1,6 +1,6 @@
-"""Ablation on SST-2 with a student (the CNN by default): MSE against KL at T = 1, 2, 4; alpha 0 against 0.5;
-n-gram masking against n-gram sampling. Every row is a training run; the table is rebuilt from
-the runs' results files after each one.
+"""Ablation on SST-2 with a student (the CNN by default): MSE against KL at T = 1, 2, 4;
+alpha 0 against 0.5; n-gram masking against n-gram sampling. Every row is a training run; the
+table is rebuilt from the runs' results files after each one.
 
     python scripts/ablation.py                              # `make ablation`: both stages
     python scripts/ablation.py --stage data                 # only the n-gram-sample data set
@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             from util import resolve_device
 
             device = resolve_device(args.device)
-            name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_model()} ({os.cpu_count()} cores)"
+            name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                    else f"{cpu_model()} ({os.cpu_count()} cores)")
             write_json(out / "machine.json", {"device": name, "command": "python scripts/ablation.py "
                                               + " ".join(argv if argv is not None else sys.argv[1:])})
             for d in rel.values():
