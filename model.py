@@ -61,12 +61,11 @@ class MaskedTextCNN(nn.Module):
         # to TorchScript/ONNX with a dynamic length), then give each width only the windows a
         # sentence of T tokens has, max(T - k + 1, 1): a quarter fewer multiply-adds than
         # convolving the padded input, which is most of the CNN's time at batch 1.
-        width = x.size(1)
+        width = torch.as_tensor(x.size(1))  # a tensor, so the exported slices below stay dynamic
         x = F.pad(x, (0, 0, 0, max(self.kernel_sizes) - 1)).transpose(1, 2)  # [B, C, T + max_k - 1]
         pooled = []
         for k, conv in zip(self.kernel_sizes, self.convs):
-            end = torch.clamp(torch.as_tensor(width), min=k)  # a tensor, so the exported slice stays dynamic
-            h = F.relu(conv(x[:, :, :end]))  # [B, F, max(T, k) - k + 1]
+            h = F.relu(conv(x[:, :, :torch.clamp(width, min=k)]))  # [B, F, max(T, k) - k + 1]
             # window t covers tokens t..t+k-1: valid if inside the sentence, and window 0
             # always counts (a sentence shorter than k is seen zero-padded, as when alone);
             # ReLU outputs are >= 0 and window 0 is always valid, so zeroing the invalid

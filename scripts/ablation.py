@@ -29,7 +29,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from distill import FULL, MODEL_NAMES, STUDENT_CONFIGS, Pipeline, Step, read_results  # noqa: E402
-from util import UserError, atomic_write_text, cpu_model, run_main, setup_logging, write_json  # noqa: E402
+from util import (  # noqa: E402
+    UserError,
+    atomic_write_text,
+    cpu_model,
+    resolve_device,
+    run_main,
+    setup_logging,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -193,14 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage in ("all", "train"):
             import torch
 
-            from util import resolve_device
-
             device = resolve_device(args.device)
             name = (torch.cuda.get_device_name(device) if device.type == "cuda"
                     else f"{cpu_model()} ({os.cpu_count()} cores)")
             write_json(out / "machine.json", {"device": name, "command": "python scripts/ablation.py "
                                               + " ".join(argv if argv is not None else sys.argv[1:])})
-            for d in rel.values():
+            for d in {rel[v.ngram_mode] for v in variants}:
                 if not (ROOT / d / "augmented.txt.ids").exists():
                     raise UserError(f"{ROOT / d / 'augmented.txt.ids'}: not found (run the data stage first)")
 

@@ -89,8 +89,8 @@ def worker(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from dataset import label_ids, pad_batch, read_examples
-    from model import export_onnx, quantize_onnx
+    from dataset import label_ids, length_sorted_batches, pad_batch, read_examples
+    from model import export_onnx, predict_logits, quantize_onnx
 
     predictor, weights = load(args.model, args)
     test_path = Path(args.data_dir) / "test.txt"
@@ -106,13 +106,9 @@ def worker(args: argparse.Namespace) -> int:
             quantize_onnx(onnx_path, onnx_path.with_name(f"{args.model}.int8.onnx"))
             onnx_path = onnx_path.with_name(f"{args.model}.int8.onnx")
 
-    def batches_of(seqs: list[list[int]]) -> list:
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-        return [(order[k:k + 128], pad_batch([seqs[i] for i in order[k:k + 128]], predictor.pad_id))
-                for k in range(0, len(order), 128)]
-
     singles = [pad_batch([s], predictor.pad_id) for s in ids]
-    big = [b for _, b in batches_of(ids)]
+    big = [pad_batch([ids[i] for i in batch], predictor.pad_id) for batch in length_sorted_batches(
+        [len(s) for s in ids], 128)]
     records = []
     accuracy = None
     for threads in (1, os.cpu_count() or 1):
@@ -124,11 +120,8 @@ def worker(args: argparse.Namespace) -> int:
         else:
             model = predictor.model
         if accuracy is None:  # this runtime's accuracy on the whole test set (int8 changes it)
-            predictions = torch.empty(len(all_ids), dtype=torch.long)
-            with torch.inference_mode():
-                for index, (x, lengths) in batches_of(all_ids):
-                    predictions[index] = model(x, lengths).argmax(-1)
-            accuracy = float((predictions == gold).float().mean())
+            logits = predict_logits(model, all_ids, 128, predictor.pad_id, torch.device("cpu"), progress=False)
+            accuracy = float((logits.argmax(-1) == gold).float().mean())
         time_batches(model, singles[: args.warmup], 1)  # warm-up
         per_example = np.array(time_batches(model, singles, args.repeats)) * 1000
         batch_seconds = sum(time_batches(model, big, max(1, args.repeats // 2)))
