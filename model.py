@@ -293,28 +293,42 @@ def build_student(config: Config, vocab_size: int, num_labels: int) -> GloveStud
 # ---------------------------------------------------------------------------
 
 class TransformerClassifier(nn.Module):
-    """Any Hugging Face encoder (`AutoModel`) with dropout and a linear layer over the
-    first token's last hidden state ([CLS] for BERT/ELECTRA, <s> for RoBERTa)."""
+    """Any Hugging Face encoder (`AutoModel`) with dropout and a linear layer over a sentence
+    vector pooled from its last hidden states: the first token's (`pooling="first"`: [CLS] for
+    BERT/ELECTRA, <s> for RoBERTa) or the mean over the sentence's real tokens (`"mean"`, what
+    sentence-transformers backbones such as all-MiniLM-L6-v2 were trained to produce)."""
 
-    def __init__(self, encoder_config: Any, num_labels: int, dropout: float, encoder: nn.Module | None = None):
+    def __init__(self, encoder_config: Any, num_labels: int, dropout: float, encoder: nn.Module | None = None,
+                 pooling: str = "first"):
         super().__init__()
         from transformers import AutoModel
 
+        if pooling not in ("first", "mean"):
+            raise ValueError(f"unknown pooling {pooling!r}; expected 'first' or 'mean'")
         # `encoder` lets a caller pass pretrained weights; otherwise built from the config.
         self.encoder = encoder if encoder is not None else AutoModel.from_config(encoder_config)
+        self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(encoder_config.hidden_size, num_labels)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        attention_mask = length_mask(lengths, ids.size(1)).long()  # [B, T]
-        hidden = self.encoder(input_ids=ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
-        return self.classifier(self.dropout(hidden[:, 0]))  # [B, K]
+        mask = length_mask(lengths, ids.size(1))  # [B, T], True on real tokens
+        hidden = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # [B, T, H]
+        if self.pooling == "first":
+            pooled = hidden[:, 0]  # [B, H]
+        else:
+            # Padding is zeroed before the sum, so a sentence pools the same alone or padded.
+            weights = mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # [B, H]
+        return self.classifier(self.dropout(pooled))  # [B, K]
 
 
-TEACHER_HEADS: dict[str, type[nn.Module]] = {"cls": TransformerClassifier}
+# Teacher `enc_class` -> how the sentence vector is pooled (TransformerClassifier's `pooling`).
+TEACHER_HEADS: dict[str, str] = {"cls": "first", "mean": "mean"}
 
 
-def load_pretrained_teacher(path: str | Path, num_labels: int, dropout: float) -> TransformerClassifier:
+def load_pretrained_teacher(path: str | Path, num_labels: int, dropout: float,
+                            pooling: str = "first") -> TransformerClassifier:
     """A teacher whose encoder is read from a Hugging Face model directory (or hub name)."""
     from transformers import AutoConfig, AutoModel
 
@@ -326,7 +340,7 @@ def load_pretrained_teacher(path: str | Path, num_labels: int, dropout: float) -
         encoder = AutoModel.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: cannot load a Hugging Face encoder: {str(e).splitlines()[0]}") from e
-    return TransformerClassifier(encoder_config, num_labels, dropout, encoder=encoder)
+    return TransformerClassifier(encoder_config, num_labels, dropout, encoder=encoder, pooling=pooling)
 
 
 # ---------------------------------------------------------------------------
@@ -481,7 +495,8 @@ def load_teacher(out_dir: str | Path, device: torch.device | str = "cpu"
         tokenizer = AutoTokenizer.from_pretrained(out_dir)
     except (OSError, ValueError) as e:
         raise UserError(f"{out_dir}: cannot read the encoder config or tokenizer: {str(e).splitlines()[0]}") from e
-    model = TransformerClassifier(encoder_config, len(labels), config.dropout)
+    model = TransformerClassifier(encoder_config, len(labels), config.dropout,
+                                  pooling=TEACHER_HEADS[config.enc_class])
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError) as e:

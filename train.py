@@ -43,6 +43,7 @@ from dataset import (
 )
 from model import (
     CRITERIA,
+    TEACHER_HEADS,
     build_student,
     count_parameters,
     distillation_loss,
@@ -265,7 +266,8 @@ class Trainer:
             raise UserError(f"{args.bert_model_name_or_path}: cannot load a tokenizer: "
                             f"{str(e).splitlines()[0]}") from e
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.model = load_pretrained_teacher(args.bert_model_name_or_path, self.num_labels, self.config.dropout)
+        self.model = load_pretrained_teacher(args.bert_model_name_or_path, self.num_labels, self.config.dropout,
+                                             pooling=TEACHER_HEADS[self.config.enc_class])
 
     def _setup_student(self) -> None:
         args = self.args

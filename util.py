@@ -87,7 +87,8 @@ class Config:
     `emb_class` is `glove` (a student over GloVe vectors) or a transformer family
     (`bert`, `roberta`, `electra`, `auto`: all load through `AutoModel`).
     `enc_class` is the encoder on top: `cnn`, `densenet-cnn`, `densenet-dsa`, `bilstm`
-    for students, `cls` (first-token head) for transformers.
+    for students; `cls` (a head over the first token) or `mean` (over the mean of the real
+    tokens) for transformers.
     """
 
     emb_class: str

@@ -73,7 +73,7 @@ def relative(path: Path) -> Path:
 
 def data_steps(source: Path, sample: Path, teacher: Path, args: argparse.Namespace) -> list[Step]:
     """The n-gram-sample data set: the `make distill` data stages with `--ngram_mode sample`."""
-    teacher_cfg = "configs/config-bert-cls.json"
+    teacher_cfg = FULL.teacher_config
     return [
         Step("augment (sample)", ["augment_data.py", "--input", str(sample / "train.txt"), "--output",
                                   str(sample / "augmented.raw"), f"--n_iter={FULL.n_iter}", "--parallel",

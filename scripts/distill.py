@@ -47,6 +47,8 @@ class Recipe:
     """Sizes that differ between the full run and the demo."""
 
     train_subset: int = 0  # 0: all of train.txt
+    # Mean pooling: all-MiniLM-L6-v2 was trained to give sentence vectors that way (README, teacher)
+    teacher_config: str = "configs/config-bert-mean.json"
     teacher_epochs: int = 3
     teacher_lr: float = 1e-4
     n_iter: int = 8
@@ -165,8 +167,9 @@ def write_table(path: Path, out_dir: Path, models: list[str], title: str, recipe
         "SST-2 test set (1,821 sentences). Latency: `evaluate.py` at batch size 1, "
         f"{threads if threads else 1} CPU thread(s), after 10 warm-up sentences, "
         f"on {cpu_model()} ({os.cpu_count()} cores).",
-        f"Recipe: teacher {recipe.teacher_epochs} epoch(s) at lr {recipe.teacher_lr}, augmentation n_iter "
-        f"{recipe.n_iter}, teacher labeling autocast {recipe.label_amp}, students' epochs {recipe.student_epochs} "
+        f"Recipe: teacher {recipe.teacher_config}, {recipe.teacher_epochs} epoch(s) at lr {recipe.teacher_lr}, "
+        f"augmentation n_iter {recipe.n_iter}, teacher labeling autocast {recipe.label_amp}, "
+        f"students' epochs {recipe.student_epochs} "
         f"(logits) and {recipe.gold_epochs} (gold), autocast {recipe.student_amp}"
         + (f", train subset {recipe.train_subset} sentences" if recipe.train_subset else "") + ".",
         "",
@@ -182,7 +185,7 @@ def write_table(path: Path, out_dir: Path, models: list[str], title: str, recipe
 
 def build_steps(args: argparse.Namespace, recipe: Recipe, data: Path, out: Path, models: list[str]) -> list:
     """The recipe as command lines (the README's per-stage commands)."""
-    teacher_cfg = "configs/config-bert-cls.json"
+    teacher_cfg = recipe.teacher_config
     bert = str(args.teacher_model)
     teacher = out / "teacher"
     splits = [data / f"{s}.txt" for s in ("train", "valid", "test")]

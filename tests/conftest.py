@@ -152,16 +152,16 @@ def tiny_transformer(tmp_path_factory):
     return get
 
 
-def teacher_config(directory: Path, family: str) -> Path:
-    path = directory / f"config-{family}-cls.json"
-    path.write_text(json.dumps({"emb_class": family, "enc_class": "cls", "n_ctx": 32, "dropout": 0.0}),
+def teacher_config(directory: Path, family: str, head: str = "cls") -> Path:
+    path = directory / f"config-{family}-{head}.json"
+    path.write_text(json.dumps({"emb_class": family, "enc_class": head, "n_ctx": 32, "dropout": 0.0}),
                     encoding="utf-8")
     return path
 
 
 @pytest.fixture
 def make_teacher_config(tmp_path: Path):
-    return lambda family: teacher_config(tmp_path, family)
+    return lambda family, head="cls": teacher_config(tmp_path, family, head)
 
 
 def error_lines(text: str) -> list[str]:

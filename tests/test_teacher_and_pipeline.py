@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import augment_data
 import evaluate
@@ -15,11 +16,13 @@ import preprocess
 import train
 from conftest import error_lines
 from dataset import read_predictions, write_predictions
+from model import load_teacher
 
 
-def fit_teacher(family, data_dir, tiny_transformer, make_teacher_config, out: Path, epochs: int = 3) -> Path:
+def fit_teacher(family, data_dir, tiny_transformer, make_teacher_config, out: Path, epochs: int = 3,
+                head: str = "cls") -> Path:
     model_dir = tiny_transformer(family)
-    config = make_teacher_config(family)
+    config = make_teacher_config(family, head)
     lower = ["--bert_do_lower_case"] if family != "roberta" else []
     assert preprocess.main([f"--config={config}", f"--data_dir={data_dir}",
                             f"--bert_model_name_or_path={model_dir}", *lower]) == 0
@@ -100,11 +103,27 @@ def test_end_to_end_distillation(data_dir, glove_path, tiny_transformer, make_te
     assert teacher_results is None or teacher_results["total"] == 40
 
 
-def test_teacher_onnx_export_agrees(data_dir, tiny_transformer, make_teacher_config, tmp_path):
+@pytest.mark.parametrize("head", ["cls", "mean"])
+def test_teacher_onnx_export_agrees(head, data_dir, tiny_transformer, make_teacher_config, tmp_path):
     out = tmp_path / "teacher"
-    config = fit_teacher("bert", data_dir, tiny_transformer, make_teacher_config, out, epochs=1)
+    config = fit_teacher("bert", data_dir, tiny_transformer, make_teacher_config, out, epochs=1, head=head)
     base = [f"--config={config}", f"--data_dir={data_dir}", f"--bert_output_dir={out}", "--device=cpu"]
     assert evaluate.main([*base, "--convert_onnx"]) == 0
     assert evaluate.main([*base, "--enable_ort"]) == 0
     onnx = json.loads((out / "onnx.results.json").read_text())
     assert onnx["max_abs_logit_diff_vs_pytorch"] <= 1e-4 and onnx["same_prediction_vs_pytorch"] == 1.0
+
+
+def test_mean_pooling_teacher_ignores_padding(data_dir, tiny_transformer, make_teacher_config, tmp_path):
+    """The mean head pools only real tokens: a sentence scores the same alone or in a padded batch,
+    and the head survives the save/load round trip."""
+    out = tmp_path / "teacher"
+    fit_teacher("bert", data_dir, tiny_transformer, make_teacher_config, out, epochs=1, head="mean")
+    model, config, _, _, _ = load_teacher(out)
+    assert config.enc_class == "mean" and model.pooling == "mean"
+    short, long = [5, 6, 7], [5, 6, 7, 8, 9, 10, 11]
+    ids = torch.tensor([short + [0] * 4, long])
+    with torch.inference_mode():
+        batched = model(ids, torch.tensor([3, 7]))
+        alone = model(torch.tensor([short]), torch.tensor([3]))
+    assert torch.allclose(batched[0], alone[0], atol=1e-5)
