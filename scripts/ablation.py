@@ -86,7 +86,8 @@ def data_steps(source: Path, sample: Path, teacher: Path, args: argparse.Namespa
         Step("label augmented (sample)", [
             "evaluate.py", f"--config={teacher_cfg}", f"--data_dir={sample}", f"--bert_output_dir={teacher}",
             "--batch_size=128", "--augmented", f"--amp={FULL.label_amp}"],
-            [sample / "augmented.raw.fs"], [sample / "augmented.raw.pred"]),
+            # a retrained teacher makes the sample's logits stale
+            [sample / "augmented.raw.fs", teacher / "model.safetensors"], [sample / "augmented.raw.pred"]),
         Step("copy logits (sample)", ["cp", str(sample / "augmented.raw.pred"), str(sample / "augmented.txt")],
              [sample / "augmented.raw.pred"], [sample / "augmented.txt"]),
         Step("preprocess students (sample)", [
