@@ -232,10 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         dist_ctx = init_distributed(args.device) if args.augmented else DistContext()
         if not dist_ctx.is_main:
             logging.getLogger().setLevel(logging.WARNING)
+        succeeded = False
         try:
-            return run_evaluation(args, config, dist_ctx)
+            code = run_evaluation(args, config, dist_ctx)
+            succeeded = code == 0
+            return code
         finally:
-            close_distributed(dist_ctx)
+            close_distributed(dist_ctx, wait=succeeded)
 
     return run_main(body, logger)
 

@@ -490,10 +490,13 @@ def main(argv: list[str] | None = None) -> int:
         dist_ctx = init_distributed(args.device)
         if not dist_ctx.is_main:
             logging.getLogger().setLevel(logging.WARNING)  # one process logs
+        succeeded = False
         try:
-            return run_training(args, config, dist_ctx)
+            code = run_training(args, config, dist_ctx)
+            succeeded = code == 0
+            return code
         finally:
-            close_distributed(dist_ctx)
+            close_distributed(dist_ctx, wait=succeeded)
 
     return run_main(body, logger)
 

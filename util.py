@@ -326,12 +326,17 @@ def init_distributed(device_name: str) -> DistContext:
     return DistContext(rank, world_size, local_rank)
 
 
-def close_distributed(ctx: DistContext) -> None:
-    """Leave the process group (after the last collective)."""
+def close_distributed(ctx: DistContext, wait: bool = False) -> None:
+    """Leave the process group (after the last collective). `wait=True`, for a run that
+    succeeded, first waits for every rank: a rank that tore gloo down while rank 0 was still
+    writing its output was seen to abort (`terminate called without an active exception`).
+    A failed run leaves at once, since the other ranks may never arrive."""
     if ctx.enabled:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            if wait:
+                dist.barrier()
             dist.destroy_process_group()
 
 
