@@ -38,13 +38,13 @@ from util import (
     DistContext,
     UserError,
     amp_dtype,
-    close_distributed,
     config_to_dict,
     init_distributed,
     library_versions,
     load_config,
     positive,
     resolve_device,
+    run_in_group,
     run_main,
     set_seed,
     set_threads,
@@ -232,13 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         dist_ctx = init_distributed(args.device) if args.augmented else DistContext()
         if not dist_ctx.is_main:
             logging.getLogger().setLevel(logging.WARNING)
-        succeeded = False
-        try:
-            code = run_evaluation(args, config, dist_ctx)
-            succeeded = code == 0
-            return code
-        finally:
-            close_distributed(dist_ctx, wait=succeeded)
+        return run_in_group(dist_ctx, lambda: run_evaluation(args, config, dist_ctx))
 
     return run_main(body, logger)
 

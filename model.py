@@ -292,6 +292,10 @@ def build_student(config: Config, vocab_size: int, num_labels: int) -> GloveStud
 # Teacher
 # ---------------------------------------------------------------------------
 
+# Teacher `enc_class` -> how the sentence vector is pooled (TransformerClassifier's `pooling`).
+TEACHER_HEADS: dict[str, str] = {"cls": "first", "mean": "mean"}
+
+
 class TransformerClassifier(nn.Module):
     """Any Hugging Face encoder (`AutoModel`) with dropout and a linear layer over a sentence
     vector pooled from its last hidden states: the first token's (`pooling="first"`: [CLS] for
@@ -303,8 +307,8 @@ class TransformerClassifier(nn.Module):
         super().__init__()
         from transformers import AutoModel
 
-        if pooling not in ("first", "mean"):
-            raise ValueError(f"unknown pooling {pooling!r}; expected 'first' or 'mean'")
+        if pooling not in TEACHER_HEADS.values():
+            raise ValueError(f"unknown pooling {pooling!r}; expected one of {sorted(TEACHER_HEADS.values())}")
         # `encoder` lets a caller pass pretrained weights; otherwise built from the config.
         self.encoder = encoder if encoder is not None else AutoModel.from_config(encoder_config)
         self.pooling = pooling
@@ -321,10 +325,6 @@ class TransformerClassifier(nn.Module):
             weights = mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # [B, H]
         return self.classifier(self.dropout(pooled))  # [B, K]
-
-
-# Teacher `enc_class` -> how the sentence vector is pooled (TransformerClassifier's `pooling`).
-TEACHER_HEADS: dict[str, str] = {"cls": "first", "mean": "mean"}
 
 
 def load_pretrained_teacher(path: str | Path, num_labels: int, dropout: float,

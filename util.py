@@ -326,18 +326,24 @@ def init_distributed(device_name: str) -> DistContext:
     return DistContext(rank, world_size, local_rank)
 
 
-def close_distributed(ctx: DistContext, wait: bool = False) -> None:
-    """Leave the process group (after the last collective). `wait=True`, for a run that
-    succeeded, first waits for every rank: a rank that tore gloo down while rank 0 was still
-    writing its output was seen to abort (`terminate called without an active exception`).
-    A failed run leaves at once, since the other ranks may never arrive."""
-    if ctx.enabled:
-        import torch.distributed as dist
+def run_in_group(ctx: DistContext, run: Callable[[], int]) -> int:
+    """`run()` (returns an exit code), then leave the process group. After a success every
+    rank first waits for the others: a rank that tore gloo down while rank 0 was still writing
+    its output was seen to abort (`terminate called without an active exception`). A failed
+    run leaves at once, since the other ranks may never arrive."""
+    succeeded = False
+    try:
+        code = run()
+        succeeded = code == 0
+        return code
+    finally:
+        if ctx.enabled:
+            import torch.distributed as dist
 
-        if dist.is_initialized():
-            if wait:
-                dist.barrier()
-            dist.destroy_process_group()
+            if dist.is_initialized():
+                if succeeded:
+                    dist.barrier()
+                dist.destroy_process_group()
 
 
 def amp_dtype(name: str, device: torch.device) -> torch.dtype | None:
