@@ -52,7 +52,7 @@ class Recipe:
     teacher_epochs: int = 3
     teacher_lr: float = 1e-4
     n_iter: int = 8
-    student_epochs: dict = field(default_factory=lambda: {"cnn": 4, "densenet-cnn": 1, "densenet-dsa": 1,
+    student_epochs: dict = field(default_factory=lambda: {"cnn": 4, "densenet-cnn": 2, "densenet-dsa": 1,
                                                           "bilstm": 3})
     gold_epochs: dict = field(default_factory=lambda: {"cnn": 5, "densenet-cnn": 3, "densenet-dsa": 3,
                                                        "bilstm": 5})
