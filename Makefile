@@ -6,13 +6,16 @@ PY := $(VENV)/bin/python
 # The shared offline SST-2 copy, when this checkout sits beside it; override with SST2_DIR=...
 SST2_DIR ?= $(abspath $(firstword $(wildcard ../shared/data/sst2)))
 export SST2_DIR
-DATA := data/sst2
-MODELS ?= cnn,densenet-cnn,densenet-dsa,bilstm
+# make distill DATA=dir [TEACHER=hf-model-dir] [TEACHER_CONFIG=configs/...] [RECIPE=configs/recipe-....json] [MODELS=a,b]
+DATA ?=
+TEACHER ?= embeddings/all-MiniLM-L6-v2
+TEACHER_CONFIG ?=
+RECIPE ?=
+MODELS ?=
 export MODELS
-# The demo's students: the BiLSTM needs more than the demo's 12k augmented sentences (README)
-DEMO_MODELS ?= cnn,densenet-cnn,densenet-dsa
+DISTILL_ARGS := $(if $(DATA),--data_dir=$(DATA)) --teacher=$(TEACHER) $(if $(TEACHER_CONFIG),--teacher_config=$(TEACHER_CONFIG)) $(if $(RECIPE),--recipe=$(RECIPE))
 
-.PHONY: setup data embeddings test demo distill ablation bench gpu-check clean
+.PHONY: setup data embeddings test demo distill ablation bench peers raw-text gpu-check clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +25,11 @@ $(VENV)/.installed: requirements.txt
 
 setup: $(VENV)/.installed
 
-$(DATA)/.fetched: | $(VENV)/.installed
-	$(PY) scripts/fetch_data.py --out $(DATA)
+data/sst2/.fetched: | $(VENV)/.installed
+	$(PY) scripts/fetch_data.py --out data/sst2
 	touch $@
 
-data: $(DATA)/.fetched
+data: data/sst2/.fetched
 
 embeddings/glove.6B.50d.txt: | $(VENV)/.installed
 	$(PY) scripts/fetch_embeddings.py --what glove
@@ -39,22 +42,35 @@ embeddings: embeddings/glove.6B.50d.txt embeddings/all-MiniLM-L6-v2/config.json
 test: setup
 	$(PY) -m pytest -q tests
 
-# The whole loop on a 3,000-sentence subset: minutes, prints results/demo.md.
+# The whole loop on a 3,000-sentence subset of SST-2: minutes, prints results/sst2-demo.md.
 demo: setup data embeddings
-	$(PY) scripts/distill.py --demo --models=$(DEMO_MODELS)
+	$(PY) scripts/distill.py --demo $(DISTILL_ARGS)
 
-# The whole loop on SST-2 (skips stages whose outputs are up to date): results/sst2.md.
-distill: setup data embeddings
-	$(PY) scripts/distill.py
+# The whole loop (SST-2 by default, or DATA=dir): results/<name>.md. Reruns only what changed.
+distill: setup embeddings $(if $(DATA),,data)
+	$(PY) scripts/distill.py $(DISTILL_ARGS)
 
 # One setting changed per CNN run (loss, temperature, alpha, n-gram mode): results/ablation.md.
 # Stands on `make distill`; on a GPU: python scripts/ablation.py --stage train --device cuda --jobs 6
 ablation: distill
 	$(PY) scripts/ablation.py
 
-# Speed: results/bench.json, results/bench.md, results/accuracy_latency.png (QUICK=1: under 3 minutes).
+# Speed of every model and runtime: results/bench.{json,md}, results/accuracy_latency.png (QUICK=1: minutes).
 bench: setup data embeddings
 	$(PY) scripts/bench.py
+
+# fastText and Model2Vec on the same data and timing: results/peers.{json,md}; then redraws the plot.
+$(VENV)/.peers-installed: requirements-peers.txt | $(VENV)/.installed
+	$(VENV)/bin/pip install -q -r requirements-peers.txt
+	touch $@
+
+peers: $(VENV)/.peers-installed data embeddings
+	$(PY) scripts/peers.py $(if $(DATA),--data_dir=$(DATA))
+	if [ -f results/bench.json ]; then $(PY) scripts/bench.py --plot_only; fi
+
+# A student on a raw-text copy of SST-2 against the tokenized files: results/raw_text.md.
+raw-text: setup data embeddings
+	$(PY) scripts/raw_text.py
 
 # On a machine with CUDA: students' batch-1 latency and the teacher's labeling throughput
 # (no download; models built from configs). results/gpu_check.json.

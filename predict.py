@@ -1,13 +1,15 @@
-"""Label raw sentences with a trained student or teacher.
+"""Label raw sentences with a trained student or teacher, or with a deployment bundle.
 
     echo "a gorgeous , witty film" | python predict.py --model_path=pytorch-model-cnn.pt
     python predict.py --bert_output_dir=bert-checkpoint --input=sentences.txt --format=jsonl
-    python predict.py --model_path=pytorch-model-cnn.pt --enable_ort --device=cpu < sentences.txt  # ONNX Runtime
+    python predict.py --model_path=pytorch-model-cnn.pt --export_bundle=bundle/     # for runtime.py
+    python predict.py --bundle=bundle/ < sentences.txt          # numpy + onnxruntime, no torch
 
 One sentence a line (a `sentence<TAB>anything` line uses the sentence); blank lines are
 skipped. Output, one line per sentence in input order: `label<TAB>p_0 p_1 ...` (tsv, the
-class probabilities in `label.txt` order) or `{"sentence", "label", "probabilities"}` (jsonl).
-Tokenization and lower-casing are the ones stored with the model.
+class probabilities in label order) or `{"sentence", "label", "probabilities"}` (jsonl).
+Tokenization and lower-casing are the ones stored with the model. With `--bundle` this
+script imports neither torch nor the training code.
 """
 from __future__ import annotations
 
@@ -17,10 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
-from model import load_predictor
-from util import UserError, atomic_path, positive, resolve_device, run_main, set_threads, setup_logging
+from util import UserError, atomic_write_text, positive, run_main, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -30,49 +29,81 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model_path", help="student checkpoint from train.py")
     source.add_argument("--bert_output_dir", help="teacher directory from train.py")
-    p.add_argument("--input", default="-", help="raw sentences, one a line ('-': stdin)")
+    source.add_argument("--bundle", help="deployment bundle directory (runtime.py: numpy + onnxruntime)")
+    p.add_argument("--input", help="raw sentences, one a line ('-' or none: stdin, unless only --export_bundle)")
     p.add_argument("--output", default="-", help="where to write ('-': stdout)")
     p.add_argument("--format", choices=("tsv", "jsonl"), default="tsv")
     p.add_argument("--batch_size", type=positive(int), default=64)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--num_threads", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="checkpoints only")
+    p.add_argument("--num_threads", type=positive(int), help="CPU threads (default: the library's)")
     p.add_argument("--enable_ort", action="store_true",
-                   help="run the ONNX export beside the model (from evaluate.py --convert_onnx) in ONNX Runtime")
-    p.add_argument("--quantize_onnx", action="store_true", help="with --enable_ort: the int8 copy (--quantize_onnx)")
+                   help="checkpoints: run the ONNX export (evaluate.py --convert_onnx) in ONNX Runtime")
+    p.add_argument("--onnx_path", help="with --enable_ort: the ONNX file (default: the export beside the model)")
+    p.add_argument("--export_bundle", metavar="DIR",
+                   help="write the model's deployment bundle to DIR (and label --input only if given)")
     return p
 
 
 def read_sentences(path: str) -> list[str]:
     """Raw sentences from a file or stdin; the text before a tab when there is one."""
     if path == "-":
-        text = sys.stdin.read()
-        name = "<stdin>"
+        text, name = sys.stdin.read(), "<stdin>"
     else:
         try:
-            text = Path(path).read_bytes().decode("utf-8-sig")
+            text, name = Path(path).read_bytes().decode("utf-8-sig"), path
         except FileNotFoundError as e:
             raise UserError(f"{path}: file not found") from e
         except UnicodeDecodeError as e:
             raise UserError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from e
-        name = path
-    sentences = [line.split("\t")[0].strip() for line in text.splitlines()]
-    sentences = [s for s in sentences if s]
+    sentences = [s for s in (line.split("\t")[0].strip() for line in text.splitlines()) if s]
     if not sentences:
         raise UserError(f"{name}: no sentences")
     return sentences
 
 
-def format_lines(sentences: list[str], probabilities: torch.Tensor, labels: list[str], fmt: str) -> list[str]:
-    """One output line per sentence."""
-    lines = []
-    for sentence, probs in zip(sentences, probabilities.tolist()):
-        label = labels[max(range(len(probs)), key=probs.__getitem__)]
-        if fmt == "jsonl":
-            lines.append(json.dumps({"sentence": sentence, "label": label,
-                                     "probabilities": dict(zip(labels, probs))}, ensure_ascii=False))
-        else:
-            lines.append(label + "\t" + " ".join(f"{p:.6f}" for p in probs))
-    return lines
+def format_lines(sentences: list[str], results: list[tuple[str, dict[str, float]]], fmt: str) -> list[str]:
+    """One output line per sentence, from (label, {label: probability}) pairs."""
+    if fmt == "jsonl":
+        return [json.dumps({"sentence": s, "label": label, "probabilities": probs}, ensure_ascii=False)
+                for s, (label, probs) in zip(sentences, results)]
+    return [label + "\t" + " ".join(f"{p:.6f}" for p in probs.values()) for label, probs in results]
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse combinations that would be ignored."""
+    if args.bundle and (args.enable_ort or args.onnx_path or args.export_bundle or args.device != "auto"):
+        raise UserError("--enable_ort/--onnx_path/--export_bundle/--device are for checkpoints; a bundle runs "
+                        "its own backend on the CPU")
+    if args.onnx_path and not args.enable_ort:
+        raise UserError("--onnx_path names the model --enable_ort runs: add --enable_ort")
+
+
+def predict(args: argparse.Namespace, sentences: list[str] | None) -> list[tuple[str, dict[str, float]]] | None:
+    """Load the model the flags name (export a bundle if asked) and label `sentences`."""
+    if args.bundle:
+        from runtime import Bundle
+
+        try:
+            bundle = Bundle.load(args.bundle, num_threads=args.num_threads or 0)
+        except (OSError, ValueError, KeyError) as e:
+            raise UserError(f"{args.bundle}: cannot load the bundle ({e})") from e
+        return [r for i in range(0, len(sentences), args.batch_size)
+                for r in bundle.predict(sentences[i:i + args.batch_size])]
+    from inference import Predictor
+    from util import resolve_device, set_threads
+
+    device = resolve_device(args.device)
+    set_threads(args.num_threads)
+    predictor = Predictor.load(args.model_path or args.bert_output_dir, device)
+    if args.export_bundle:
+        logger.info("[Bundle] %s", predictor.export_bundle(args.export_bundle))
+        if sentences is None:
+            return None
+    if args.enable_ort:
+        if device.type != "cpu":
+            raise UserError("--enable_ort runs on the CPU; add --device cpu")
+        predictor.use_onnxruntime(args.onnx_path, args.num_threads or 0)
+    return [(p.label, p.probabilities) for p in predictor.predict(sentences, args.batch_size)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,21 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def body() -> int:
-        device = resolve_device(args.device)
-        set_threads(args.num_threads)
-        predictor = load_predictor(args.bert_output_dir is not None, args.bert_output_dir, args.model_path, device)
-        if args.enable_ort:
-            if device.type != "cpu":
-                raise UserError("--enable_ort runs on the CPU; add --device cpu")
-            predictor.use_onnxruntime(args.quantize_onnx, args.num_threads)
-        sentences = read_sentences(args.input)
-        probabilities = torch.softmax(predictor.logits(sentences, args.batch_size, device), dim=-1)
-        text = "\n".join(format_lines(sentences, probabilities, predictor.labels, args.format)) + "\n"
+        check_flags(args)
+        # with --export_bundle and no --input there is nothing to label
+        only_export = args.export_bundle and args.input is None
+        sentences = None if only_export else read_sentences(args.input or "-")
+        results = predict(args, sentences)
+        if results is None:
+            return 0
+        text = "\n".join(format_lines(sentences, results, args.format)) + "\n"
         if args.output == "-":
             sys.stdout.write(text)
         else:
-            with atomic_path(args.output) as tmp:
-                tmp.write_text(text, encoding="utf-8")
+            atomic_write_text(args.output, text)
         return 0
 
     return run_main(body, logger)

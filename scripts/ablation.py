@@ -7,14 +7,15 @@ table is rebuilt from the runs' results files after each one.
     python scripts/ablation.py --stage train --device cuda --jobs 6   # the runs, side by side on a GPU
 
 It stands on `make distill` (the teacher in checkpoints/sst2/teacher and the labeled
-augmented set in data/sst2). The `data` stage builds data/sst2-sample: the same augmentation
-with `--ngram_mode sample`, labeled by the same teacher in the same way. Each run uses the
-CNN recipe of `make distill` (epochs, learning rate, batch size); only the named setting
-changes. Writes results/ablation.md.
+augmented set in data/sst2). The `data` stage builds data/sst2-sample with the pipeline's own
+augmentation stages (pipeline.py) and `ngram_mode` "sample", labeled by the same teacher. Each
+run uses the student's recipe (configs/recipe-sst2.json); only the named setting changes.
+Writes results/ablation.md.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shutil
@@ -26,13 +27,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from distill import FULL, MODEL_NAMES, STUDENT_CONFIGS, Pipeline, Step, read_results  # noqa: E402
+from checkpoint import read_teacher_meta  # noqa: E402
+from config import STUDENT_KINDS, load_config, load_recipe  # noqa: E402
+from pipeline import Pipeline, augment_steps, student_data_step, student_steps  # noqa: E402
 from util import (  # noqa: E402
     UserError,
     atomic_write_text,
     cpu_model,
+    read_json,
     resolve_device,
     run_main,
     setup_logging,
@@ -44,13 +47,23 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Variant:
-    """One row: a name, its data directory (n-gram mode) and the train.py options it changes."""
+    """One row: a name, its data set (n-gram mode) and the train.py options it changes."""
 
     name: str
     ngram_mode: str
     criterion: str
     temperature: float = 1.0
     alpha: float = 0.0
+
+    def flags(self) -> list[str]:
+        flags = [f"--criterion={self.criterion}"]
+        if self.criterion != "MSELoss":
+            flags.append(f"--temperature={self.temperature}")
+        return flags + ([f"--alpha={self.alpha}"] if self.alpha else [])
+
+    def setting(self) -> str:
+        return (self.criterion + (f", T = {self.temperature:g}" if self.criterion == "KLDivLoss" else "")
+                + f", α = {self.alpha:g}, n-gram {self.ngram_mode}")
 
 
 VARIANTS = (
@@ -66,92 +79,44 @@ VARIANTS = (
 def relative(path: Path) -> Path:
     """`path` relative to the repository when inside it (shorter commands in pipeline.json)."""
     try:
-        return path.relative_to(ROOT)
+        return path.resolve().relative_to(ROOT)
     except ValueError:
         return path
 
 
-def data_steps(source: Path, sample: Path, teacher: Path, args: argparse.Namespace) -> list[Step]:
-    """The n-gram-sample data set: the `make distill` data stages with `--ngram_mode sample`."""
-    teacher_cfg = FULL.teacher_config
-    return [
-        Step("augment (sample)", ["augment_data.py", "--input", str(sample / "train.txt"), "--output",
-                                  str(sample / "augmented.raw"), f"--n_iter={FULL.n_iter}", "--parallel",
-                                  "--seed=42", "--ngram_mode=sample"],
-             [sample / "train.txt"], [sample / "augmented.raw"]),
-        Step("preprocess augmented (teacher, sample)", [
-            "preprocess.py", f"--config={teacher_cfg}", f"--data_dir={sample}",
-            f"--bert_model_name_or_path={teacher}", "--bert_do_lower_case", "--augmented"],
-            [sample / "augmented.raw"], [sample / "augmented.raw.fs"]),
-        Step("label augmented (sample)", [
-            "evaluate.py", f"--config={teacher_cfg}", f"--data_dir={sample}", f"--bert_output_dir={teacher}",
-            "--batch_size=128", "--augmented", f"--amp={FULL.label_amp}"],
-            # a retrained teacher makes the sample's logits stale
-            [sample / "augmented.raw.fs", teacher / "model.safetensors"], [sample / "augmented.raw.pred"]),
-        Step("copy logits (sample)", ["cp", str(sample / "augmented.raw.pred"), str(sample / "augmented.txt")],
-             [sample / "augmented.raw.pred"], [sample / "augmented.txt"]),
-        Step("preprocess students (sample)", [
-            "preprocess.py", f"--config={args.config or STUDENT_CONFIGS[args.student]}", f"--data_dir={sample}",
-            f"--embedding_path={args.embedding_path}", "--augmented"],
-            [sample / "augmented.txt"], [sample / "augmented.txt.ids"]),
-    ]
+def count_lines(path: Path) -> int:
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for _ in f)
 
 
-def train_steps(v: Variant, data: Path, out: Path, args: argparse.Namespace) -> list[Step]:
-    """Train and evaluate one variant with the student's `make distill` recipe."""
-    m = args.student
-    ckpt = out / f"{m}-{v.name}.pt"
-    cfg = args.config or STUDENT_CONFIGS[m]
-    device = args.device
-    return [
-        Step(f"train {v.name}", [
-            "train.py", f"--config={cfg}", f"--data_dir={data}", f"--save_path={ckpt}",
-            f"--lr={FULL.student_lr[m]}", f"--epoch={FULL.student_epochs[m]}", "--batch_size=128",
-            "--use_transformers_optimizer", "--warmup_epoch=0", "--weight_decay=0.0",
-            f"--amp={FULL.student_amp[m]}", f"--device={device}", f"--log_dir={out / 'runs' / v.name}",
-            "--augmented", f"--criterion={v.criterion}", f"--temperature={v.temperature}", f"--alpha={v.alpha}",
-            *([f"--train_limit={args.train_limit}"] if args.train_limit else [])],
-            [data / "augmented.txt.ids"], [Path(f"{ckpt}.train_results.json")]),
-        Step(f"evaluate {v.name}", [
-            "evaluate.py", f"--config={cfg}", f"--data_dir={data}", f"--model_path={ckpt}", f"--device={device}"],
-            [ckpt], [Path(f"{ckpt}.results.json")]),
-    ]
-
-
-def write_table(path: Path, out: Path, data: dict[str, Path], student: str) -> None:
+def write_table(path: Path, out: Path, data: dict[str, Path], student: str, recipe_path: str, epochs: int,
+                lr: float) -> None:
     """results/ablation.md from the runs' results files."""
     rows = []
     for v in VARIANTS:
         ckpt = out / f"{student}-{v.name}.pt"
-        res = read_results(Path(f"{ckpt}.results.json"))
-        train = read_results(Path(f"{ckpt}.train_results.json")) or {}
-        setting = (f"{v.criterion}" + (f", T = {v.temperature:g}" if v.criterion == "KLDivLoss" else "")
-                   + f", α = {v.alpha:g}, n-gram {v.ngram_mode}")
+        res = read_json(Path(f"{ckpt}.results.json")) if Path(f"{ckpt}.results.json").exists() else None
+        train = read_json(Path(f"{ckpt}.train_results.json")) if Path(f"{ckpt}.train_results.json").exists() else {}
         if res is None:
-            rows.append(f"| {v.name} | {setting} | (not run yet) | | | |")
+            rows.append(f"| {v.name} | {v.setting()} | (not run yet) | | | |")
             continue
         valid = train.get("best_accuracy")
-        rows.append(f"| {v.name} | {setting} | {100 * res['accuracy']:.2f} ({res['correct']}/{res['total']}) | "
+        rows.append(f"| {v.name} | {v.setting()} | {100 * res['accuracy']:.2f} ({res['correct']}/{res['total']}) | "
                     f"{'' if valid is None else f'{100 * valid:.2f}'} | {train.get('train_examples', '')} | "
                     f"{train.get('seconds', 0) / 60:.1f} |")
-    machine = read_results(out / "machine.json") or {}
-    counts = {mode: sum(1 for _ in open(d / "augmented.txt", encoding="utf-8")) if (d / "augmented.txt").exists()
-              else 0 for mode, d in data.items()}
+    machine = read_json(out / "machine.json") if (out / "machine.json").exists() else {}
+    counts = {mode: count_lines(d / "augmented.txt") if (d / "augmented.txt").exists() else 0
+              for mode, d in data.items()}
     lines = [
-        f"# SST-2 ablation: {MODEL_NAMES[student]} student, one setting changed per row",
-        "",
-        f"Every row: `train.py` with the `make distill` recipe for this student ({FULL.student_epochs[student]} "
-        f"epochs, lr {FULL.student_lr[student]}, batch 128, AdamW with linear decay) on the MiniLM teacher's logits "
-        f"(augmentation n_iter {FULL.n_iter}: {counts['mask']:,} sentences with n-gram masking, "
-        f"{counts['sample']:,} with n-gram sampling), then `evaluate.py` on the SST-2 test set (1,821 sentences). "
-        "α mixes gold cross-entropy on the original training sentences: L = α·CE + (1 − α)·KD; "
-        "KL is scaled by T². The best epoch is chosen on valid accuracy.",
-        f"Runs trained on: {machine.get('device', 'not recorded')}; command: `{machine.get('command', '')}`.",
-        "",
+        f"# SST-2 ablation: {STUDENT_KINDS[student].title} student, one setting changed per row", "",
+        f"Every row: `train.py` with this student's recipe in `{recipe_path}` ({epochs} epochs, lr {lr:g}, AdamW "
+        f"with linear decay) on the teacher's logits ({counts['mask']:,} augmented sentences with n-gram masking, "
+        f"{counts['sample']:,} with n-gram sampling), then `evaluate.py` on the test set. α mixes gold "
+        "cross-entropy on the original training sentences: L = α·CE + (1 − α)·KD; KL is scaled by T². The best "
+        "epoch is chosen on valid accuracy.",
+        f"Runs trained on: {machine.get('device', 'not recorded')}; command: `{machine.get('command', '')}`.", "",
         "| run | setting | test accuracy % | best valid accuracy % | training sentences | train min |",
-        "| --- | --- | --- | --- | --- | --- |",
-        *rows,
-        "",
+        "| --- | --- | --- | --- | --- | --- |", *rows, "",
     ]
     atomic_write_text(path, "\n".join(lines))
 
@@ -159,26 +124,26 @@ def write_table(path: Path, out: Path, data: dict[str, Path], student: str) -> N
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stage", choices=("all", "data", "train"), default="all")
-    p.add_argument("--student", choices=sorted(STUDENT_CONFIGS), default="cnn", help="whose recipe the runs use")
-    p.add_argument("--config", help="student config (default: the student's configs/ file)")
+    p.add_argument("--student", choices=sorted(STUDENT_KINDS), default="cnn", help="whose recipe the runs use")
+    p.add_argument("--config", help="student config (default: the recipe's)")
+    p.add_argument("--recipe", default="configs/recipe-sst2.json")
     p.add_argument("--data_dir", default="data/sst2", help="the `make distill` data (n-gram masking)")
     p.add_argument("--sample_dir", default="data/sst2-sample", help="where the n-gram-sample data goes")
     p.add_argument("--teacher", default="checkpoints/sst2/teacher", help="the `make distill` teacher")
     p.add_argument("--out_dir", default="checkpoints/sst2-ablation")
     p.add_argument("--results", default="results/ablation.md")
     p.add_argument("--embedding_path", default="embeddings/glove.6B.50d.txt")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda, for the training runs")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="for the training runs")
     p.add_argument("--jobs", type=int, default=1, help="runs side by side (on a GPU; 1 on a small CPU)")
     p.add_argument("--only", help="comma-separated run names (default: all)")
-    p.add_argument("--train_limit", type=int, default=0, help="first N augmented lines only (a smoke test)")
     p.add_argument("--force", action="store_true", help="rerun every stage")
     args = p.parse_args(argv)
     setup_logging()
 
     def body() -> int:
-        source, sample = ROOT / args.data_dir, ROOT / args.sample_dir
-        out = ROOT / args.out_dir
-        out.mkdir(parents=True, exist_ok=True)
+        recipe = load_recipe(ROOT / args.recipe)
+        if args.config:
+            recipe.students[args.student].config = args.config
         variants = VARIANTS
         if args.only:
             names = {n.strip() for n in args.only.split(",")}
@@ -187,24 +152,33 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(f"--only: unknown run {sorted(unknown)[0]!r}; expected some of "
                                 f"{[v.name for v in VARIANTS]}")
             variants = tuple(v for v in VARIANTS if v.name in names)
-        pipeline = Pipeline(out, args.force, sys.executable)
+        source, sample, out = Path(args.data_dir), Path(args.sample_dir), Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        pipeline = Pipeline(out / "pipeline.json", sys.executable, ROOT, args.force)
         rel = {"mask": relative(source), "sample": relative(sample)}
-        results = ROOT / args.results
+        student_cfg = recipe.student_config(args.student)
         if args.stage in ("all", "data"):
             if not (source / "augmented.txt.ids").exists():
                 raise UserError(f"{source / 'augmented.txt.ids'}: not found (run `make distill` first)")
+            meta = read_teacher_meta(args.teacher)
             sample.mkdir(parents=True, exist_ok=True)
-            for name in ("train.txt", "valid.txt", "test.txt", "label.txt"):
-                if not (sample / name).exists():
-                    shutil.copyfile(source / name, sample / name)
-            for step in data_steps(rel["mask"], rel["sample"], Path(args.teacher), args):
+            for name in ("train.txt", "valid.txt", "test.txt", "label.txt", "preprocess.transformer.json"):
+                shutil.copyfile(source / name, sample / name)
+            tokenizer = load_config(ROOT / student_cfg).tokenizer
+            sampled = dataclasses.replace(recipe, ngram_mode="sample")
+            for step in [*augment_steps(sampled, rel["sample"], Path(args.teacher), meta["lowercase"],
+                                        meta["mask_token"], tokenizer, tag=" (sample)"),
+                         student_data_step(rel["sample"], student_cfg, args.embedding_path, tag=" (sample)")]:
                 pipeline.run(step)
+        s = recipe.students[args.student]
+        results = Path(args.results)
+        data = {m: ROOT / d for m, d in rel.items()}
         if args.stage in ("all", "train"):
             import torch
 
             device = resolve_device(args.device)
-            name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                    else f"{cpu_model()} ({os.cpu_count()} cores)")
+            name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_model()} " \
+                f"({os.cpu_count()} cores)"
             write_json(out / "machine.json", {"device": name, "command": "python scripts/ablation.py "
                                               + " ".join(argv if argv is not None else sys.argv[1:])})
             for d in {rel[v.ngram_mode] for v in variants}:
@@ -212,17 +186,20 @@ def main(argv: list[str] | None = None) -> int:
                     raise UserError(f"{ROOT / d / 'augmented.txt.ids'}: not found (run the data stage first)")
 
             def run_variant(v: Variant) -> None:
-                for step in train_steps(v, rel[v.ngram_mode], relative(out), args):
+                steps = student_steps(recipe, args.student, v.name, rel[v.ngram_mode],
+                                      relative(out) / f"{args.student}-{v.name}.pt", relative(out) / "runs",
+                                      extra=v.flags(), device=args.device)
+                for step in steps:
                     pipeline.run(step)
-                write_table(results, out, {m: ROOT / d for m, d in rel.items()}, args.student)
+                write_table(results, out, data, args.student, args.recipe, s.epochs, s.lr)
 
             start = time.time()
             with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
                 for future in [pool.submit(run_variant, v) for v in variants]:
                     future.result()
             logger.info("[Ablation] %d run(s) in %.1f min", len(variants), (time.time() - start) / 60)
-        write_table(results, out, {m: ROOT / d for m, d in rel.items()}, args.student)
-        print(results.read_text())
+        write_table(results, out, data, args.student, args.recipe, s.epochs, s.lr)
+        print(results.read_text(encoding="utf-8"))
         return 0
 
     return run_main(body, logger)

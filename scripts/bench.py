@@ -1,15 +1,18 @@
-"""Speed benchmark: per-example latency at batch 1 (median, p90) and throughput at batch 128,
-with one thread and with all cores, for the teacher and each student, in PyTorch eager and
-ONNX Runtime; peak resident memory per model and runtime (each runs in its own process).
+"""Speed benchmark: every model in every runtime, at batch 1 from the raw sentence (what a user
+waits for: tokenization, ids, the network, the argmax) and from ids (the network alone), and
+at batch 128, with one thread and with all cores; peak resident memory; each runtime's own
+test accuracy. Each (model, runtime) runs in a fresh process, and the ONNX Runtime and numpy
+ones import no torch, so their memory is what a deployment uses.
 
     python scripts/bench.py            # `make bench`: 1,000 SST-2 test sentences
-    QUICK=1 python scripts/bench.py    # 200 sentences, fewer repetitions
+    QUICK=1 python scripts/bench.py    # 200 sentences, one pass
 
-Writes results/bench.json (records + machine + versions), results/bench.md and, from
-bench.json and the models' evaluation results, results/accuracy_latency.png.
-Trained checkpoints from `make distill` (checkpoints/sst2) are used when present; otherwise
-a student is built from its config with random weights (speed does not depend on weights)
-and the record says so.
+Runtimes: `pytorch` (eager), `onnxruntime`, `onnxruntime-int8` (int8 weights), `numpy` (the
+bag of n-grams' folded tables). Models come from `make distill` (checkpoints/sst2) where they
+exist; otherwise from their configs with random weights (a random head on the MiniLM backbone
+for the teacher), marked `random` in every record: speed does not depend on the weights.
+Writes results/bench.json, results/bench.md and results/accuracy_latency.png (with the peers of
+results/peers.json, from `make peers`, when it exists).
 """
 from __future__ import annotations
 
@@ -21,12 +24,12 @@ import platform
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from timing import summary, time_calls  # noqa: E402
 from util import (  # noqa: E402
     UserError,
     atomic_write_text,
@@ -39,195 +42,231 @@ from util import (  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-STUDENTS = {"cnn": "configs/config-glove-cnn.json", "densenet-cnn": "configs/config-densenet-cnn.json",
-            "densenet-dsa": "configs/config-densenet-dsa.json", "bilstm": "configs/config-glove-bilstm.json"}
-# onnxruntime-int8: weights quantized to int8 after export, activations at run time
-RUNTIMES = ("pytorch", "onnxruntime", "onnxruntime-int8")
+RUNTIMES = ("pytorch", "onnxruntime", "onnxruntime-int8", "numpy")
+MODELS = ("teacher", "cnn", "densenet-cnn", "densenet-dsa", "bilstm", "bow")
 
 
-def load(model_name: str, args: argparse.Namespace):
-    """A Predictor for the teacher or a student: the trained checkpoint, else random weights."""
+def read_test(path: Path) -> tuple[list[str], list[str]]:
+    """Sentences and gold labels of a `sentence<TAB>label` file (no torch needed)."""
+    rows = [line.rstrip("\r\n").split("\t") for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    return [r[0].strip() for r in rows], [r[-1].strip() for r in rows]
+
+
+def prepare(args: argparse.Namespace) -> dict:
+    """Load (or stand in for) one model, export its bundles, and say where they are."""
     import torch
 
-    from dataset import read_labels, read_vocab
-    from model import Predictor, build_student, load_predictor
-    from util import load_config
+    from checkpoint import load_pretrained_teacher, save_student, save_teacher
+    from config import STUDENT_KINDS, load_config
+    from dataset import build_labels, build_vocab, read_examples, read_glove, read_vocab
+    from inference import Predictor, quantize_onnx
+    from model import build_student, init_embeddings
+    from tokenization import WordTokenizer
 
-    ckpt = Path(args.checkpoints)
-    device = torch.device("cpu")
-    if model_name == "teacher":
-        if not (ckpt / "teacher" / "model.safetensors").exists():
-            raise UserError(f"{ckpt / 'teacher'}: no trained teacher (run `make distill` first)")
-        return load_predictor(True, ckpt / "teacher", "", device), "trained"
-    path = ckpt / f"{model_name}-distill.pt"
-    if path.exists():
-        return load_predictor(False, "", path, device), "trained"
-    config = load_config(STUDENTS[model_name])
-    vocab, _ = read_vocab(Path(args.data_dir))
-    labels = read_labels(Path(args.data_dir) / "label.txt")
-    torch.manual_seed(0)
-    model = build_student(config, len(vocab), len(labels)).eval()
-    return Predictor.for_student(model, vocab, labels, str(path)), "random"
+    ckpt, work = Path(args.checkpoints), Path(args.onnx_dir) / args.model
+    source = ckpt / "teacher" if args.model == "teacher" else ckpt / f"{args.model}-distill.pt"
+    weights = "trained"
+    if not source.exists():
+        weights = "random"
+        data = Path(args.data_dir)
+        labels = build_labels(read_examples(data / "test.txt"))
+        torch.manual_seed(0)
+        if args.model == "teacher":
+            source = work / "random-teacher"
+            config = load_config(ROOT / "configs/config-bert-mean.json")
+            model = load_pretrained_teacher(args.teacher_model, len(labels), config.dropout, config.enc_class)
+            from checkpoint import load_hf_tokenizer
 
-
-def time_batches(model, batches: list, repeats: int) -> list[float]:
-    """Seconds per call for each batch (best of `repeats` passes over them)."""
-    import torch
-
-    best = [float("inf")] * len(batches)
-    with torch.inference_mode():
-        for _ in range(repeats):
-            for i, (ids, lengths) in enumerate(batches):
-                start = time.perf_counter()
-                model(ids, lengths)
-                best[i] = min(best[i], time.perf_counter() - start)
-    return best
-
-
-def worker(args: argparse.Namespace) -> int:
-    """Measure one (model, runtime) in this process and print its records as JSON."""
-    import numpy as np
-    import torch
-
-    from dataset import label_ids, length_sorted_batches, pad_batch, read_examples
-    from model import export_onnx, predict_logits, quantize_onnx
-
-    predictor, weights = load(args.model, args)
-    test_path = Path(args.data_dir) / "test.txt"
-    examples = read_examples(test_path)
-    all_ids = predictor.encode([e.sentence for e in examples])
-    gold = torch.tensor(label_ids(examples, predictor.labels, test_path))
-    ids = all_ids[: args.n]
-    onnx_path = Path(args.onnx_dir) / f"{args.model}.onnx"
-    if args.runtime.startswith("onnxruntime"):
-        onnx_path.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(predictor.model, onnx_path, torch.tensor(ids[:1]))
-        if args.runtime == "onnxruntime-int8":
-            quantize_onnx(onnx_path, onnx_path.with_name(f"{args.model}.int8.onnx"))
-            onnx_path = onnx_path.with_name(f"{args.model}.int8.onnx")
-
-    singles = [pad_batch([s], predictor.pad_id) for s in ids]
-    big = [pad_batch([ids[i] for i in batch], predictor.pad_id) for batch in length_sorted_batches(
-        [len(s) for s in ids], 128)]
-    records = []
-    accuracy = None
-    for threads in (1, os.cpu_count() or 1):
-        torch.set_num_threads(threads)
-        if args.runtime.startswith("onnxruntime"):
-            from model import OrtModel
-
-            model = OrtModel(onnx_path, threads)
+            save_teacher(source, model, config, load_hf_tokenizer(args.teacher_model), labels, lowercase=True)
         else:
-            model = predictor.model
-        if accuracy is None:  # this runtime's accuracy on the whole test set (int8 changes it)
-            logits = predict_logits(model, all_ids, 128, predictor.pad_id, torch.device("cpu"), progress=False)
-            accuracy = float((logits.argmax(-1) == gold).float().mean())
-        time_batches(model, singles[: args.warmup], 1)  # warm-up
-        per_example = np.array(time_batches(model, singles, args.repeats)) * 1000
-        batch_seconds = sum(time_batches(model, big, max(1, args.repeats // 2)))
-        common = {"model": args.model, "weights": weights, "runtime": args.runtime, "threads": threads,
-                  "sentences": len(ids), "test_accuracy": accuracy}
-        records.append({**common, "batch_size": 1, "ms_p50": float(np.median(per_example)),
-                        "ms_p90": float(np.percentile(per_example, 90)),
-                        "sentences_per_s": float(1000 / per_example.mean())})
-        records.append({**common, "batch_size": 128, "ms_p50": None, "ms_p90": None,
-                        "sentences_per_s": len(ids) / batch_seconds})
+            source = work / "random.pt"
+            config = load_config(ROOT / STUDENT_KINDS[args.model].config_path)
+            if (data / "vocab.txt").exists():
+                vocab, matrix = read_vocab(data)
+            else:  # the test sentences' words that GloVe knows
+                tokenize = WordTokenizer(config.tokenizer, config.lowercase)
+                tokens = tokenize.many(e.sentence for e in read_examples(data / "test.txt"))
+                glove = read_glove(args.embedding_path, {t for s in tokens for t in s}, config.token_emb_dim)
+                vocab, matrix = build_vocab(tokens, glove, config.pad_token, config.unk_token, config.token_emb_dim)
+            model = build_student(config, len(vocab), len(labels))
+            init_embeddings(model, torch.from_numpy(matrix))
+            save_student(source, model, vocab, labels)
+    predictor = Predictor.load(source)
+    predictor.export_bundle(work / "float")
+    predictor.export_bundle(work / "int8")
+    quantize_onnx(work / "float" / "model.onnx", work / "int8" / "model.onnx")
+    return {"source": str(source), "weights": weights, "bundle": str(work / "float"),
+            "int8_bundle": str(work / "int8"), "has_numpy": (work / "float" / "bow.npz").exists()}
+
+
+def worker(args: argparse.Namespace) -> list[dict]:
+    """Measure one (model, runtime) in this process; torch is imported only for `pytorch`."""
+    import numpy as np
+
+    info = json.loads(args.prepared)
+    sentences, gold = read_test(Path(args.data_dir) / "test.txt")
+    timed = sentences[: args.n]
+    records = []
+    for threads in (1, os.cpu_count() or 1):
+        if args.runtime == "pytorch":
+            import torch
+
+            from dataset import pad_batch
+            from inference import Predictor
+
+            torch.set_num_threads(threads)
+            predictor = Predictor.load(info["source"])
+            labels, model, pad = predictor.labels, predictor.model, predictor.pad_id
+
+            def from_ids(ids: list[int]) -> int:
+                with torch.inference_mode():
+                    x, lengths = pad_batch([ids], pad)
+                    return int(model(x, lengths).argmax())
+
+            def from_text(s: str) -> int:
+                return from_ids(predictor.encode([s])[0])
+
+            def batch_logits(batch: list[list[int]]) -> np.ndarray:
+                with torch.inference_mode():
+                    return model(*pad_batch(batch, pad)).numpy()
+            encode = predictor.encode
+        else:
+            from runtime import Bundle
+
+            bundle = Bundle.load(info["int8_bundle" if args.runtime.endswith("int8") else "bundle"],
+                                 "numpy" if args.runtime == "numpy" else "onnx", num_threads=threads)
+            labels = bundle.labels
+
+            def from_ids(ids: list[int]) -> int:
+                return int(bundle.logits_for_ids([ids])[0].argmax())
+
+            def from_text(s: str) -> int:
+                return from_ids(bundle.encode(s))
+
+            batch_logits = bundle.logits_for_ids
+
+            def encode(batch: list[str]) -> list[list[int]]:
+                return [bundle.encode(s) for s in batch]
+        ids = encode(sentences)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        batches = [[ids[i] for i in order[k:k + 128]] for k in range(0, len(order), 128)]
+        predicted = np.concatenate([batch_logits(b).argmax(1) for b in batches])
+        accuracy = float(np.mean([labels[p] == gold[i] for p, i in zip(predicted, order)]))
+        text = summary(time_calls(from_text, timed, args.repeats, args.warmup))
+        only_ids = summary(time_calls(from_ids, ids[: args.n], args.repeats, args.warmup))
+        big = [b for b in batches if len(b) == 128] or batches
+        seconds = time_calls(batch_logits, big, 1, 1).sum() / 1000
+        records.append({"model": args.model, "weights": info["weights"], "runtime": args.runtime, "threads": threads,
+                        "sentences": len(timed), "test_accuracy": accuracy, "text_ms_p50": text["ms_p50"],
+                        "text_ms_p90": text["ms_p90"], "ids_ms_p50": only_ids["ms_p50"],
+                        "ids_ms_p90": only_ids["ms_p90"], "batch128_sentences_per_s": 128 * len(big) / seconds})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for r in records:
         r["peak_rss_mb"] = round(peak, 1)
-    print("BENCH_JSON " + json.dumps(records), flush=True)
-    return 0
+        r["torch_loaded"] = "torch" in sys.modules
+    return records
 
 
-def markdown(report: dict, ckpt: Path) -> str:
-    """bench.md: latency and throughput tables, speed-ups against the teacher, training throughput."""
+def markdown(report: dict, peers: dict | None) -> str:
+    """bench.md: the records, speed-ups against the teacher, the peers side by side."""
     recs = report["records"]
     lines = [f"# Speed on {report['machine']['cpu']} ({report['machine']['cores']} cores)", "",
-             f"Command: `{report['command']}`; {recs[0]['sentences']} SST-2 test sentences, best of "
-             f"{report['repeats']} passes per sentence after {report['warmup']} warm-up sentences. "
-             "Accuracy: each runtime's predictions on the whole test set (1,821 sentences) in length-sorted "
-             "batches of 128; dynamic int8 quantization scales activations per batch, so its accuracy "
-             "depends on the batching.", "",
-             "| model | weights | runtime | threads | batch 1 p50 ms | batch 1 p90 ms | batch 128 sentences/s | "
-             "peak RSS MB | test accuracy % (batch 128) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    keyed = {}
+             f"Command: `{report['command']}`; {recs[0]['sentences']} test sentences of {report['data_dir']}, best of "
+             f"{report['repeats']} passes per sentence after {report['warmup']} warm-up sentences; median (p50) and "
+             "p90 per sentence. **From text**: raw sentence to label (tokenization included); **from ids**: the "
+             "network alone. Accuracy: each runtime's own, on the whole test set in batches of 128 (dynamic int8 "
+             "scales activations per batch). Peak RSS: the whole process (torch is not loaded in the onnxruntime "
+             "and numpy rows).", "",
+             "| model | weights | runtime | threads | from text p50 ms | from text p90 ms | from ids p50 ms | "
+             "batch 128 sentences/s | peak RSS MB | test accuracy % |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in recs:
-        keyed.setdefault((r["model"], r["runtime"], r["threads"]), {})[r["batch_size"]] = r
-    for (model, runtime, threads), by_bs in keyed.items():
-        one, many = by_bs[1], by_bs[128]
-        lines.append(f"| {model} | {one['weights']} | {runtime} | {threads} | {one['ms_p50']:.3f} | "
-                     f"{one['ms_p90']:.3f} | {many['sentences_per_s']:.0f} | {one['peak_rss_mb']:.0f} | "
-                     f"{100 * one['test_accuracy']:.2f} |")
-    teacher = keyed.get(("teacher", "pytorch", 1), {}).get(1)
+        lines.append(f"| {r['model']} | {r['weights']} | {r['runtime']} | {r['threads']} | {r['text_ms_p50']:.3f} | "
+                     f"{r['text_ms_p90']:.3f} | {r['ids_ms_p50']:.3f} | {r['batch128_sentences_per_s']:.0f} | "
+                     f"{r['peak_rss_mb']:.0f} | {100 * r['test_accuracy']:.2f} |")
+    one = [r for r in recs if r["threads"] == 1]
+    teacher = next((r for r in one if r["model"] == "teacher" and r["runtime"] == "pytorch"), None)
     if teacher:
-        lines += ["", "Speed-up over the PyTorch teacher at batch 1, one thread (median):", ""]
-        for (model, runtime, threads), by_bs in keyed.items():
-            if model != "teacher" and threads == 1:
-                lines.append(f"- {model} ({runtime}): {teacher['ms_p50'] / by_bs[1]['ms_p50']:.1f}x")
-    train_rows = []
-    for m in STUDENTS:
-        for kind in ("distill", "gold"):
-            res = ckpt / f"{m}-{kind}.pt.train_results.json"
-            if res.exists():
-                r = json.loads(res.read_text())
-                train_rows.append(f"| {m} | {kind} | {r['train_examples']:,} | {r.get('train_sentences_per_s')} |")
-    if train_rows:
-        lines += ["", "Student training throughput (from `make distill`'s train_results.json):", "",
-                  "| model | targets | training sentences | sentences/s |", "| --- | --- | --- | --- |", *train_rows]
-    label = Path("data/sst2/augmented.raw.pred.results.json")
-    if (ROOT / label).exists():
-        r = json.loads((ROOT / label).read_text())
-        lines += ["", f"Teacher labeling (`evaluate.py --augmented`, batch {r['batch_size']}, {r['threads']} threads): "
-                  f"{r['labeled']:,} sentences at {r['sentences_per_s']:.0f} sentences/s."]
+        lines += ["", "Speed-up over the PyTorch teacher, batch 1, one thread, from text (median):", ""]
+        lines += [f"- {r['model']} ({r['runtime']}): {teacher['text_ms_p50'] / r['text_ms_p50']:.1f}x"
+                  for r in one if r["model"] != "teacher"]
+    if peers:
+        lines += ["", *peer_comparison(one, peers)]
+    label = ROOT / report["data_dir"] / "augmented.raw.pred.results.json"
+    if label.exists():
+        r = json.loads(label.read_text())
+        lines += ["", f"Teacher labeling (`evaluate.py --augmented`, batch {r['batch_size']}, {r['threads']} threads, "
+                  f"in `make distill`): {r['labeled']:,} sentences at {r['sentences_per_s']:.0f} sentences/s."]
     return "\n".join(lines) + "\n"
 
 
-def plot(report: dict, ckpt: Path, path: Path) -> bool:
-    """Accuracy against batch-1 one-thread latency, one point per model and runtime (bench.json)."""
-    try:
-        import matplotlib
+def peer_comparison(one_thread: list[dict], peers: dict) -> list[str]:
+    """Each student's fastest runtime against fastText's most accurate setting (latency) and
+    the most accurate peer (accuracy), all from text at batch 1 on one thread."""
+    best_peer = max(peers["records"], key=lambda p: p["test_accuracy"])
+    fasttext = [p for p in peers["records"] if p["peer"] == "fasttext"]
+    best_ft = max(fasttext, key=lambda p: p["test_accuracy"]) if fasttext else None
+    lines = [f"Against the peers (`make peers`, results/peers.md; same sentences and timing): the most accurate peer "
+             f"is {best_peer['peer']} ({best_peer['setting']}), {100 * best_peer['test_accuracy']:.2f} %"
+             + (f"; fastText's most accurate setting ({best_ft['setting']}) takes {best_ft['ms_p50']:.4f} ms."
+                if best_ft else "."), "",
+             "| student | fastest runtime | from text p50 ms | x fastText's latency | test accuracy % | "
+             "points over the best peer |", "| --- | --- | --- | --- | --- | --- |"]
+    for model in dict.fromkeys(r["model"] for r in one_thread if r["model"] != "teacher"):
+        r = min((r for r in one_thread if r["model"] == model), key=lambda r: r["text_ms_p50"])
+        ratio = f"{r['text_ms_p50'] / best_ft['ms_p50']:.1f}" if best_ft else ""
+        lines.append(f"| {model} | {r['runtime']} | {r['text_ms_p50']:.4f} | {ratio} | {100 * r['test_accuracy']:.2f} "
+                     f"| {100 * (r['test_accuracy'] - best_peer['test_accuracy']):+.2f} |")
+    return lines
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib not installed: no plot")
-        return False
-    points = []  # (ms, accuracy %, model, runtime)
-    for r in report["records"]:
-        if r["batch_size"] != 1 or r["threads"] != 1:
-            continue
-        if r.get("test_accuracy") is not None:  # this runtime's own accuracy (int8 differs)
-            points.append((r["ms_p50"], 100 * r["test_accuracy"], r["model"], r["runtime"]))
-            continue
-        res = ckpt / "teacher" / "results.json" if r["model"] == "teacher" else ckpt / f"{r['model']}-distill.pt.results.json"
-        if res.exists():
-            points.append((r["ms_p50"], 100 * json.loads(res.read_text())["accuracy"], r["model"], r["runtime"]))
-    if not points:
-        return False
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    models = list(dict.fromkeys(p[2] for p in points))
-    markers = {"pytorch": "o", "onnxruntime": "s", "onnxruntime-int8": "^"}
-    colors = {m: f"C{i}" for i, m in enumerate(models)}
-    for ms, acc, model, runtime in points:
-        ax.scatter(ms, acc, color=colors[model], marker=markers.get(runtime, "x"), s=40)
-    for model in models:  # one label per model, at its fastest point
-        ms, acc, *_ = min(p for p in points if p[2] == model)
-        ax.annotate(model, (ms, acc), textcoords="offset points", xytext=(6, 4), fontsize=8, color=colors[model])
+
+def plot(report: dict, peers: dict | None, path: Path) -> None:
+    """Accuracy against batch-1 one-thread latency from text (log axis): every model and
+    runtime, and every peer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(r["text_ms_p50"], 100 * r["test_accuracy"], r["model"], r["runtime"])
+              for r in report["records"] if r["threads"] == 1]
+    points += [(p["ms_p50"], 100 * p["test_accuracy"], f"{p['peer']}: {p['setting']}", "peer")
+               for p in (peers or {}).get("records", [])]
+    fig, ax = plt.subplots(figsize=(8, 5.2))
+    markers = {"pytorch": "o", "onnxruntime": "s", "onnxruntime-int8": "^", "numpy": "D", "peer": "x"}
+    names = list(dict.fromkeys(p[2] for p in points))
+    colors = {m: f"C{i % 10}" for i, m in enumerate(names)}
+    for ms, acc, name, runtime in points:
+        ax.scatter(ms, acc, color="gray" if runtime == "peer" else colors[name], marker=markers[runtime], s=36)
+    for name in names:  # one label per model or peer, at its fastest point
+        ms, acc, _, runtime = min(p for p in points if p[2] == name)
+        ax.annotate(name, (ms, acc), textcoords="offset points", xytext=(5, 3), fontsize=7,
+                    color="dimgray" if runtime == "peer" else colors[name])
     for runtime, marker in markers.items():
         ax.scatter([], [], color="gray", marker=marker, label=runtime)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_xscale("log")
-    ax.set_xlabel("ms per sentence (batch 1, 1 thread, median; log scale)")
-    ax.set_ylabel("SST-2 test accuracy %")
-    ax.set_title(f"Accuracy vs latency on {report['machine']['cpu']}", fontsize=9)
+    ax.set_xlabel("ms per sentence from text (batch 1, 1 thread, median; log scale)")
+    ax.set_ylabel("test accuracy %")
+    weights = {r["weights"] for r in report["records"]}
+    ax.set_title(f"Accuracy vs latency on {report['machine']['cpu']}" + (" (random weights)" if "random" in weights
+                                                                         else ""), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=110)
     os.replace(tmp, path)
-    return True
+
+
+def run_child(argv: list[str], what: str) -> dict | list:
+    """Run this script in a fresh process and read the JSON it prints last."""
+    out = subprocess.run([sys.executable, __file__, *argv], cwd=ROOT, capture_output=True, text=True)
+    found = [line for line in out.stdout.splitlines() if line.startswith("BENCH_JSON ")]
+    if out.returncode != 0 or not found:
+        tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"benchmark of {what} failed: {tail}")
+    return json.loads(found[-1][len("BENCH_JSON "):])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,69 +275,60 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data_dir", default="data/sst2")
     p.add_argument("--checkpoints", default="checkpoints/sst2")
     p.add_argument("--out_dir", default="results")
-    p.add_argument("--onnx_dir", default="checkpoints/bench-onnx")
-    p.add_argument("--models", default="teacher," + ",".join(STUDENTS))
+    p.add_argument("--onnx_dir", default="checkpoints/bench")
+    p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--runtimes", default=",".join(RUNTIMES))
-    # worker mode (one model and runtime in a fresh process)
+    p.add_argument("--teacher_model", default="embeddings/all-MiniLM-L6-v2", help="backbone of a random teacher")
+    p.add_argument("--embedding_path", default="embeddings/glove.6B.50d.txt", help="vectors of random students")
+    p.add_argument("--plot_only", action="store_true", help="rewrite bench.md and the plot from bench.json")
+    # one (model, runtime) in a fresh process
+    p.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--prepared", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--runtime", help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--warmup", type=int, default=20, help=argparse.SUPPRESS)
-    p.add_argument("--plot_only", action="store_true", help="rewrite bench.md and the plot from an existing bench.json")
     args = p.parse_args(argv)
     setup_logging()
-    if not args.n:
-        args.n = 200 if args.quick else 1000
-    if not args.repeats:
-        args.repeats = 1 if args.quick else 3
+    args.n = args.n or (200 if args.quick else 1000)
+    args.repeats = args.repeats or (1 if args.quick else 3)
 
     def body() -> int:
-        if args.worker:
-            return worker(args)
-        if args.plot_only:
-            report = json.loads((ROOT / args.out_dir / "bench.json").read_text())
-            atomic_write_text(ROOT / args.out_dir / "bench.md", markdown(report, ROOT / args.checkpoints))
-            return 0 if plot(report, ROOT / args.checkpoints, ROOT / args.out_dir / "accuracy_latency.png") else 1
-        records = []
-        for model in args.models.split(","):
-            for runtime in args.runtimes.split(","):
-                cmd = [sys.executable, __file__, "--worker", f"--model={model}", f"--runtime={runtime}",
-                       f"--n={args.n}", f"--repeats={args.repeats}", f"--warmup={args.warmup}",
-                       f"--data_dir={args.data_dir}", f"--checkpoints={args.checkpoints}", f"--onnx_dir={args.onnx_dir}"]
-                logger.info("[Bench] %s / %s", model, runtime)
-                out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-                found = [line for line in out.stdout.splitlines() if line.startswith("BENCH_JSON ")]
-                if out.returncode != 0 or not found:
-                    tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
-                    raise UserError(f"benchmark of {model}/{runtime} failed: {tail}")
-                records.extend(json.loads(found[0][len("BENCH_JSON "):]))
-        report = {
-            "command": "QUICK=1 make bench" if args.quick else "make bench",
-            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
-            "versions": {**library_versions(), **_ort_version()},
-            "repeats": args.repeats, "warmup": args.warmup, "records": records,
-        }
+        if args.prepare or args.worker:
+            print("BENCH_JSON " + json.dumps(prepare(args) if args.prepare else worker(args)), flush=True)
+            return 0
         out_dir = ROOT / args.out_dir
-        write_json(out_dir / "bench.json", report)
-        ckpt = ROOT / args.checkpoints
-        atomic_write_text(out_dir / "bench.md", markdown(report, ckpt))
-        if plot(report, ckpt, out_dir / "accuracy_latency.png"):
-            logger.info("[Plot] %s", out_dir / "accuracy_latency.png")
+        peers_path = out_dir / "peers.json"
+        peers = json.loads(peers_path.read_text()) if peers_path.exists() else None
+        if args.plot_only:
+            report = json.loads((out_dir / "bench.json").read_text())
+        else:
+            records = []
+            common = [f"--data_dir={args.data_dir}", f"--checkpoints={args.checkpoints}", f"--onnx_dir={args.onnx_dir}",
+                      f"--teacher_model={args.teacher_model}", f"--embedding_path={args.embedding_path}"]
+            for model in args.models.split(","):
+                logger.info("[Bench] %s: export", model)
+                info = run_child(["--prepare", f"--model={model}", *common], f"{model} (export)")
+                for runtime in args.runtimes.split(","):
+                    if runtime == "numpy" and not info["has_numpy"]:
+                        continue  # only bags of n-grams fold into numpy tables
+                    logger.info("[Bench] %s / %s", model, runtime)
+                    records += run_child(["--worker", f"--model={model}", f"--runtime={runtime}", f"--n={args.n}",
+                                          f"--repeats={args.repeats}", f"--warmup={args.warmup}",
+                                          f"--prepared={json.dumps(info)}", *common], f"{model}/{runtime}")
+            report = {"command": "QUICK=1 make bench" if args.quick else "make bench", "data_dir": args.data_dir,
+                      "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
+                      "versions": library_versions(),
+                      "repeats": args.repeats, "warmup": args.warmup, "records": records}
+            write_json(out_dir / "bench.json", report)
+        atomic_write_text(out_dir / "bench.md", markdown(report, peers))
+        plot(report, peers, out_dir / "accuracy_latency.png")
         print((out_dir / "bench.md").read_text())
         return 0
 
     return run_main(body, logger)
-
-
-def _ort_version() -> dict:
-    try:
-        import onnxruntime
-
-        return {"onnxruntime": onnxruntime.__version__}
-    except ImportError:
-        return {}
 
 
 if __name__ == "__main__":

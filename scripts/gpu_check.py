@@ -25,11 +25,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from config import STUDENT_KINDS, load_config  # noqa: E402
 from model import TransformerClassifier, build_student  # noqa: E402
-from util import atomic_write_text, load_config, resolve_device, write_json  # noqa: E402
-
-STUDENTS = {"cnn": "configs/config-glove-cnn.json", "densenet-cnn": "configs/config-densenet-cnn.json",
-            "densenet-dsa": "configs/config-densenet-dsa.json", "bilstm": "configs/config-glove-bilstm.json"}
+from util import atomic_write_text, resolve_device, write_json  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -45,9 +43,9 @@ def lengths_like_sst2(n: int, seed: int) -> list[int]:
 
 def time_students(device: torch.device, n: int) -> list[dict]:
     records = []
-    for name, path in STUDENTS.items():
+    for name, kind in STUDENT_KINDS.items():
         torch.manual_seed(0)
-        model = build_student(load_config(ROOT / path), 20000, 2).to(device).eval()
+        model = build_student(load_config(ROOT / kind.config_path), 20000, 2).to(device).eval()
         inputs = [(torch.randint(2, 20000, (1, L), device=device), torch.tensor([L], device=device))
                   for L in lengths_like_sst2(n, 0)]
         times = []
@@ -76,7 +74,7 @@ def time_teacher(device: torch.device, n: int) -> list[dict]:
     config = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
                         intermediate_size=1536, max_position_embeddings=512)
     torch.manual_seed(0)
-    model = TransformerClassifier(config, 2, 0.0).to(device).eval()
+    model = TransformerClassifier(config, 2, 0.0, head="mean").to(device).eval()
     lengths = sorted(lengths_like_sst2(n, 1), reverse=True)
     batches = [lengths[i:i + 128] for i in range(0, n, 128)]
     records = []

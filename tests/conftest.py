@@ -3,9 +3,16 @@ tiny random transformer teachers (BERT, RoBERTa, ELECTRA) with tokenizers traine
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 from pathlib import Path
+
+# One intra-op thread, here and in every stage the tests start as a subprocess (set before
+# torch is first imported): the tiny models' steps take milliseconds, and two spinning OpenMP
+# threads on a busy 2-core machine made them a hundred times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
 import pytest
@@ -39,28 +46,28 @@ def write_split(path: Path, n: int, seed: int) -> None:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     """train/valid/test with 240/40/40 lines of a separable toy task."""
-    d = tmp_path / "data"
-    d.mkdir()
-    write_split(d / "train.txt", 240, 1)
-    write_split(d / "valid.txt", 40, 2)
-    write_split(d / "test.txt", 40, 3)
-    return d
+    return write_toy_splits(tmp_path / "data")
+
+
+def write_glove(path: Path, dim: int = EMB_DIM, extra: tuple[str, ...] = ()) -> Path:
+    """A GloVe-format file of `dim`-d vectors: class words point in opposite directions along
+    the first axis, neutral words (and `extra`) near the origin; '[mask]' has no vector."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for words, sign in ((POSITIVE, 1.0), (NEGATIVE, -1.0), (NEUTRAL + list(extra), 0.0)):
+        for w in words:
+            vec = rng.normal(0, 0.3, dim)
+            vec[0] += sign
+            lines.append(w + " " + " ".join(f"{x:.5f}" for x in vec))
+    lines.append("unused " + " ".join("0.1" for _ in range(dim)))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 @pytest.fixture
 def glove_path(tmp_path: Path) -> Path:
-    """A GloVe-format file: class words point in opposite directions; '[mask]' has no vector."""
-    rng = np.random.default_rng(0)
-    lines = []
-    for words, sign in ((POSITIVE, 1.0), (NEGATIVE, -1.0), (NEUTRAL, 0.0)):
-        for w in words:
-            vec = rng.normal(0, 0.3, EMB_DIM)
-            vec[0] += sign
-            lines.append(w + " " + " ".join(f"{x:.5f}" for x in vec))
-    lines.append("unused " + " ".join("0.1" for _ in range(EMB_DIM)))
-    path = tmp_path / "glove.toy.8d.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    """The toy task's 8-d GloVe file (write_glove)."""
+    return write_glove(tmp_path / "glove.toy.8d.txt")
 
 
 TINY_STUDENTS = {
@@ -74,6 +81,7 @@ TINY_STUDENTS = {
                                   "kernel_sizes": [[1, 1], [3, 3], [5, 5]]},
                      "dsa": {"num_attentions": 2, "dsa_dim": 6, "r": 2}},
     "bilstm": {"dropout": 0.1, "fc_hidden_size": 16, "lstm": {"hidden_size": 8, "num_layers": 1}},
+    "bow": {"dropout": 0.0, "bow": {"buckets": 97}},
 }
 
 
@@ -167,3 +175,67 @@ def make_teacher_config(tmp_path: Path):
 def error_lines(text: str) -> list[str]:
     """The ERROR lines a stage printed."""
     return [line for line in text.splitlines() if line.startswith("ERROR:")]
+
+
+def refused(capsys, module, argv: list[str], needle: str) -> str:
+    """Run `module.main(argv)` and check the refusal: exit code 1, exactly one ERROR line,
+    containing `needle`, and no traceback. Returns the line."""
+    capsys.readouterr()
+    assert module.main(argv) == 1
+    err = capsys.readouterr().err
+    lines = error_lines(err)
+    assert len(lines) == 1, err
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def fit_teacher(family: str, data_dir: Path, model_dir: Path, config: Path, out: Path, epochs: int = 3) -> None:
+    """preprocess.py and train.py for a tiny teacher (lower-casing for the uncased families)."""
+    import preprocess
+    import train
+
+    lower = ["--bert_do_lower_case"] if family != "roberta" else []
+    assert preprocess.main([f"--config={config}", f"--data_dir={data_dir}",
+                            f"--bert_model_name_or_path={model_dir}", *lower]) == 0
+    assert train.main([f"--config={config}", f"--data_dir={data_dir}", f"--bert_model_name_or_path={model_dir}",
+                       f"--bert_output_dir={out}", "--lr=2e-3", f"--epoch={epochs}", "--batch_size=16",
+                       "--use_transformers_optimizer", "--warmup_epoch=0", "--device=cpu",
+                       f"--log_dir={out.parent / 'runs'}", *lower]) == 0
+
+
+def write_toy_splits(d: Path) -> Path:
+    """train/valid/test with 240/40/40 lines of a separable toy task."""
+    d.mkdir(parents=True, exist_ok=True)
+    write_split(d / "train.txt", 240, 1)
+    write_split(d / "valid.txt", 40, 2)
+    write_split(d / "test.txt", 40, 3)
+    return d
+
+
+@pytest.fixture(scope="session")
+def teacher_template(tmp_path_factory, tiny_transformer) -> tuple[Path, Path, Path]:
+    """A tiny BERT teacher (cls head, lower-cased) fine-tuned once per session for 2 epochs on
+    the toy splits: (its data directory with the .fs files, the teacher directory, its config).
+    Tests use copies (the `trained_teacher` fixture), never these."""
+    root = tmp_path_factory.mktemp("bert-teacher")
+    data = write_toy_splits(root / "data")
+    config = teacher_config(root, "bert")
+    fit_teacher("bert", data, tiny_transformer("bert"), config, root / "teacher", epochs=2)
+    return data, root / "teacher", config
+
+
+@pytest.fixture
+def trained_teacher(teacher_template, data_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The session's tiny BERT teacher copied to `tmp_path / "teacher"`, with its `.fs` files,
+    label.txt and tokenization record copied into `data_dir` (the same toy splits):
+    (teacher directory, teacher config)."""
+    import shutil
+
+    data, teacher, config = teacher_template
+    for f in data.iterdir():
+        if f.name.endswith(".fs") or f.name in ("label.txt", "preprocess.transformer.json"):
+            shutil.copy2(f, data_dir / f.name)
+    out = tmp_path / "teacher"
+    shutil.copytree(teacher, out)
+    return out, config

@@ -10,7 +10,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import pytest
 
 import augment_data
-from augment_data import AugmentParams, augment_one, augment_sentence, change_budget
+from augment import AugmentParams, augment_one, augment_sentence, change_budget
 from dataset import read_examples
 
 MASK = "[MASK]"
@@ -266,14 +266,12 @@ def test_read_crlf_bom_blank_lines_no_final_newline(tmp_path):
 
 
 def test_spacy_analyzer(tmp_path):
-    pytest.importorskip("spacy")
+    """spaCy and its English model are required dependencies (requirements.txt): a missing one
+    fails here instead of skipping."""
     rows = SENTENCES[:5]
     write_fixture(tmp_path / "in.txt", rows)
-    try:
-        lines = run_cli(tmp_path, "out.txt", "--n_iter", "10", "--p_mask", "0", "--p_pos", "0.3", "--p_ng", "0",
-                        analyzer="spacy")
-    except AssertionError:
-        pytest.skip("no spaCy English model installed")
+    lines = run_cli(tmp_path, "out.txt", "--n_iter", "10", "--p_mask", "0", "--p_pos", "0.3", "--p_ng", "0",
+                    analyzer="spacy")
     originals = [s for s, _ in rows]
     sentences = [line.split("\t")[0] for line in lines]
     for s in originals:
@@ -295,3 +293,39 @@ def test_spacy_analyzer(tmp_path):
         assert len(toks) == len(current)
         assert 0 < sum(a != b for a, b in zip(toks, current)) <= len(current) // 2
         assert set(toks) <= vocab
+
+
+def test_tokenizer_flag_decides_the_tokens(tmp_path):
+    write_fixture(tmp_path / "in.txt", [("Moore's film isn't bad!", "1"), ("it 's a well-made film , too", "0")])
+    assert run_cli(tmp_path, "glove.txt", "--no_augment", "--lower") == [
+        "moore 's film is n't bad !\t0", "it 's a well-made film , too\t0"]
+    assert run_cli(tmp_path, "ws.txt", "--no_augment", "--tokenizer", "whitespace") == [
+        "Moore's film isn't bad!\t0", "it 's a well-made film , too\t0"]
+    assert run_cli(tmp_path, "spacy.txt", "--no_augment", "--tokenizer", "spacy") == [
+        "Moore 's film is n't bad !\t0", "it 's a well - made film , too\t0"]
+    # the draws mask the tokenizer's tokens: `'s` and `!` can be masked alone
+    lines = run_cli(tmp_path, "masked.txt", "--n_iter", "30", "--p_mask", "0.4", "--p_pos", "0", "--p_ng", "0")
+    original = "Moore 's film is n't bad !".split()
+    variants = [v for v in (line.split("\t")[0].split() for line in lines)
+                if len(v) == 7 and all(a in (b, MASK) for a, b in zip(v, original))]
+    assert variants[0] == original and len(variants) > 5
+    assert any(v[1] == MASK for v in variants) and any(v[6] == MASK for v in variants)
+
+
+def test_other_mask_tokens_stay_whole(tmp_path):
+    from tokenization import glove_split
+
+    lines = run_cli(tmp_path, "out.txt", "--mask_token", "<mask>", "--n_iter", "10", "--p_mask", "0.4")
+    sentences = [line.split("\t")[0] for line in lines]
+    assert any("<mask>" in s for s in sentences) and MASK not in " ".join(sentences)
+    for s in sentences:  # the students' tokenizer reads a mask back as one token
+        assert glove_split(s).count("<mask>") == s.split().count("<mask>")
+
+
+def test_num_workers_needs_parallel(tmp_path, capsys):
+    write_fixture(tmp_path / "in.txt")
+    assert augment_data.main(["--input", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.txt"),
+                              "--analyzer", "none", "--num_workers", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err == "ERROR:augment_data:--num_workers sizes the --parallel pool: add --parallel\n"
+    assert not (tmp_path / "out.txt").exists()

@@ -7,24 +7,19 @@ from pathlib import Path
 
 import pytest
 
+import augment_data
 import evaluate
+import predict
 import preprocess
 import train
-from conftest import error_lines
+from conftest import refused
 
 
 def outputs(data_dir: Path) -> set[str]:
     return {p.name for p in data_dir.iterdir() if p.suffix in (".ids", ".fs", ".npy", ".pred") or p.name == "vocab.txt"}
 
 
-def check_refused(capsys, module, argv, needle):
-    capsys.readouterr()
-    assert module.main(argv) == 1
-    err = capsys.readouterr().err
-    lines = error_lines(err)
-    assert len(lines) == 1, err
-    assert needle in lines[0], lines[0]
-    assert "Traceback" not in err
+check_refused = refused
 
 
 DATA_CASES = {
@@ -70,21 +65,19 @@ def test_bad_teacher_logits(case, data_dir, glove_path, student_config, capsys):
                                        f"--embedding_path={glove_path}", "--augmented"], f"augmented.txt:2: {needle}")
 
 
-def test_fewer_teacher_ids_than_sentences(data_dir, tiny_transformer, make_teacher_config, tmp_path, capsys):
-    from test_teacher_and_pipeline import fit_teacher
-
-    teacher = tmp_path / "teacher"
-    config = fit_teacher("bert", data_dir, tiny_transformer, make_teacher_config, teacher, epochs=1)
+def test_fewer_teacher_ids_than_sentences(data_dir, trained_teacher, make_teacher_config, capsys):
+    teacher, config = trained_teacher
     (data_dir / "augmented.raw").write_text("a good movie\t0\na bad movie\t0\n")
     (data_dir / "augmented.raw.fs").write_text("2 5 3\t-1\n")
     check_refused(capsys, evaluate, [f"--config={config}", f"--data_dir={data_dir}", f"--bert_output_dir={teacher}",
                                      "--augmented", "--device=cpu"], "augmented.raw.fs: 1 lines but")
     assert not (data_dir / "augmented.raw.pred").exists()
-    # a student checkpoint made for another config
-    cnn = tmp_path / "c.json"
-    cnn.write_text(json.dumps({"emb_class": "glove", "enc_class": "cnn", "cnn": {}}))
-    check_refused(capsys, evaluate, [f"--config={cnn}", f"--data_dir={data_dir}", f"--bert_output_dir={teacher}",
-                                     f"--model_path={teacher / 'model.safetensors'}"], "not a loadable student checkpoint")
+    # the teacher evaluated with a config of the other head is refused, naming both
+    mean = make_teacher_config("bert", "mean")
+    line = check_refused(capsys, evaluate, [f"--config={mean}", f"--data_dir={data_dir}",
+                                            f"--bert_output_dir={teacher}", "--device=cpu"], "holds a bert/cls model")
+    assert f"but {mean} is bert/mean" in line
+    assert not (teacher / "results.json").exists()
 
 
 CONFIG_CASES = {
@@ -96,6 +89,14 @@ CONFIG_CASES = {
     "not an object": ([1, 2], "expected a JSON object"),
     "negative size": ({"emb_class": "glove", "enc_class": "cnn", "cnn": {"num_filters": -3}},
                       "cnn.num_filters must be positive"),
+    "unused section": ({"emb_class": "glove", "enc_class": "cnn", "cnn": {}, "lstm": {}},
+                       "section 'lstm' is not used by glove/cnn; remove it"),
+    "unknown tokenizer": ({"emb_class": "glove", "enc_class": "cnn", "cnn": {}, "tokenizer": "nltk"},
+                          "unknown tokenizer 'nltk'"),
+    "student key in a teacher": ({"emb_class": "bert", "enc_class": "cls", "lowercase": True},
+                                 "key 'lowercase' is a GloVe student's"),
+    "student head on a teacher": ({"emb_class": "bert", "enc_class": "cnn"},
+                                  "unknown enc_class 'cnn' for emb_class 'bert'"),
 }
 
 
@@ -129,3 +130,92 @@ def test_text_file_as_checkpoint(data_dir, student_config, tmp_path, capsys):
     bogus.write_text("hello")
     check_refused(capsys, evaluate, [f"--config={student_config('cnn')}", f"--data_dir={data_dir}",
                                      f"--model_path={bogus}"], "not a torch.save archive")
+
+
+@pytest.mark.parametrize("flag", ["--train_limit=-1", "--save_steps=-5", "--lr_decay_rate=1.5", "--alpha=2"])
+def test_out_of_range_values_are_refused_by_argparse(flag, data_dir, student_config):
+    with pytest.raises(SystemExit) as e:
+        train.main([f"--config={student_config('cnn')}", f"--data_dir={data_dir}", flag])
+    assert e.value.code == 2
+
+
+# (module, flags, refusal); {student}/{teacher} are configs, {data} the data directory. Every
+# combination here would silently ignore a flag, so it is refused before any work.
+FLAG_CASES = {
+    "train temperature with MSE": (train, "--config={student} --augmented --criterion=MSELoss --temperature=2",
+                                   "--temperature is not used by MSELoss"),
+    "train temperature on gold": (train, "--config={student} --temperature=2",
+                                  "--temperature is not used by CrossEntropyLoss on gold labels"),
+    "train alpha without logits": (train, "--config={student} --alpha=0.5", "need teacher logits: add --augmented"),
+    "train alpha for a teacher": (train, "--config={teacher} --augmented --alpha=0.5 --bert_model_name_or_path=x",
+                                  "--alpha mixes gold labels into a student's distillation"),
+    "train decay rate on the linear schedule": (train, "--config={student} --use_transformers_optimizer "
+                                                "--lr_decay_rate=0.5", "--use_transformers_optimizer has its own"),
+    "train decay steps on the linear schedule": (train, "--config={student} --use_transformers_optimizer "
+                                                 "--lr_decay_steps=3", "--use_transformers_optimizer has its own"),
+    "train warm-up past the end": (train, "--config={student} --use_transformers_optimizer --warmup_epoch=2 "
+                                   "--epoch=2", "--warmup_epoch 2 >= --epoch 2"),
+    "train teacher without a backbone": (train, "--config={teacher}", "needs --bert_model_name_or_path"),
+    "train student with lower-casing flag": (train, "--config={student} --bert_do_lower_case",
+                                             "are for teacher configs"),
+    "evaluate quantize without export": (evaluate, "--config={student} --quantize_onnx", "add --convert_onnx"),
+    "evaluate onnx path without ort": (evaluate, "--config={student} --onnx_path=m.onnx", "add --enable_ort"),
+    "evaluate amp in ort": (evaluate, "--config={student} --enable_ort --amp=bf16", "--amp autocasts PyTorch"),
+    "evaluate labeling with a student": (evaluate, "--config={student} --augmented", "labels with a teacher"),
+    "evaluate label chunk without labeling": (evaluate, "--config={teacher} --label_chunk=5",
+                                              "are for --augmented labeling"),
+    "preprocess backbone for a student": (preprocess, "--config={student} --bert_model_name_or_path=x",
+                                          "are for teacher configs"),
+    "preprocess lower-casing for a student": (preprocess, "--config={student} --bert_do_lower_case",
+                                              "its lower-casing is the config's `lowercase`"),
+    "preprocess vectors for a teacher": (preprocess, "--config={teacher} --bert_model_name_or_path=x "
+                                         "--embedding_path=g.txt", "--embedding_path is for GloVe student configs"),
+    "preprocess teacher without a backbone": (preprocess, "--config={teacher}", "needs --bert_model_name_or_path"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLAG_CASES))
+def test_ignored_flag_combinations_are_refused(case, data_dir, student_config, make_teacher_config, tmp_path,
+                                               capsys):
+    module, flags, needle = FLAG_CASES[case]
+    argv = flags.format(student=student_config("cnn"), teacher=make_teacher_config("bert")).split()
+    check_refused(capsys, module, [*argv, f"--data_dir={data_dir}"], needle)
+    assert outputs(data_dir) == set()
+
+
+def test_evaluate_has_no_set_and_predict_takes_one_source(data_dir, student_config, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        evaluate.main([f"--config={student_config('cnn')}", f"--data_dir={data_dir}", "--set", "dropout=0.5"])
+    assert e.value.code == 2
+    for argv in ([], ["--model_path=a.pt", "--bundle=b"], ["--model_path=a.pt", "--bert_output_dir=t"]):
+        with pytest.raises(SystemExit) as e:
+            predict.main(argv)
+        assert e.value.code == 2
+    check_refused(capsys, predict, [f"--bundle={tmp_path}", "--enable_ort"], "are for checkpoints")
+    check_refused(capsys, predict, ["--model_path=a.pt", "--onnx_path=a.onnx"], "add --enable_ort")
+    check_refused(capsys, predict, [f"--bundle={tmp_path}", f"--input={data_dir / 'test.txt'}"],
+                  "cannot load the bundle")
+    check_refused(capsys, augment_data, ["--input", str(data_dir / "train.txt"), "--output", str(tmp_path / "a.raw"),
+                                         "--num_workers", "2"], "--num_workers sizes the --parallel pool")
+    assert not (tmp_path / "a.raw").exists()
+
+
+def test_train_defaults_differ_by_kind(student_config, make_teacher_config, data_dir):
+    """A teacher is fine-tuned at 2e-5 for 3 epochs in batches of 32, a student trained at 1e-3
+    for 5 epochs in batches of 128; the default optimizer path waits 4 epochs before decaying,
+    the linear schedule warms up for 0 epochs; MSE on teacher logits, CE on gold labels."""
+    from config import load_config
+
+    def resolved(config: Path, *flags: str):
+        args = train.build_parser().parse_args([f"--config={config}", f"--data_dir={data_dir}", *flags])
+        return train.train_config(args, load_config(config))
+
+    teacher = resolved(make_teacher_config("bert"), "--bert_model_name_or_path=x")
+    assert (teacher.lr, teacher.epoch, teacher.batch_size) == (2e-5, 3, 32)
+    student = resolved(student_config("cnn"))
+    assert (student.lr, student.epoch, student.batch_size) == (1e-3, 5, 128)
+    assert (student.warmup_epoch, student.lr_decay_steps, student.patience) == (4.0, 2, 7)
+    assert student.criterion == "CrossEntropyLoss"
+    assert resolved(student_config("cnn"), "--use_transformers_optimizer").warmup_epoch == 0.0
+    assert resolved(student_config("cnn"), "--augmented").criterion == "MSELoss"
+    assert resolved(student_config("cnn"), "--lr=0.5", "--epoch=2").lr == 0.5

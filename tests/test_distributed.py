@@ -1,4 +1,5 @@
-"""torchrun (DDP, gloo, 2 processes on CPU): training and teacher labeling match a single process."""
+"""torchrun (DDP, gloo, 2 processes on CPU): training and teacher labeling match a single process,
+and a DDP step averages the ranks' gradients exactly."""
 from __future__ import annotations
 
 import json
@@ -11,14 +12,18 @@ import augment_data
 import evaluate
 import preprocess
 import train
-from test_teacher_and_pipeline import fit_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def torchrun(script: str, *argv: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / script), *argv]
+    """A stage script of the repository under torchrun, 2 processes."""
+    return torchrun_script(ROOT / script, *argv)
+
+
+def torchrun_script(path: Path, *argv: str) -> subprocess.CompletedProcess:
+    """Any Python file under torchrun, 2 processes on the CPU; it must succeed."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(path), *argv]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -43,9 +48,8 @@ def test_student_under_torchrun_matches_single_process(data_dir, glove_path, stu
                           "--device=cpu"]) == 0
 
 
-def test_teacher_labeling_under_torchrun_is_identical(data_dir, tiny_transformer, make_teacher_config, tmp_path):
-    teacher = tmp_path / "teacher"
-    config = fit_teacher("bert", data_dir, tiny_transformer, make_teacher_config, teacher, epochs=1)
+def test_teacher_labeling_under_torchrun_is_identical(data_dir, tiny_transformer, trained_teacher, tmp_path):
+    teacher, config = trained_teacher
     assert augment_data.main(["--input", str(data_dir / "train.txt"), "--output", str(data_dir / "augmented.raw"),
                               "--n_iter", "2", "--analyzer", "none"]) == 0
     assert preprocess.main([f"--config={config}", f"--data_dir={data_dir}", "--bert_do_lower_case",
@@ -63,3 +67,80 @@ def test_teacher_labeling_under_torchrun_is_identical(data_dir, tiny_transformer
              f"--bert_model_name_or_path={tiny_transformer('bert')}", f"--bert_output_dir={out2}", "--lr=2e-3",
              "--epoch=1", "--batch_size=8", "--device=cpu", f"--log_dir={tmp_path / 'r3'}")
     assert (out2 / "model.safetensors").exists()
+
+
+DDP_SCRIPT = '''
+import json, sys
+from pathlib import Path
+
+spec = json.loads(Path(sys.argv[1]).read_text())
+sys.path.insert(0, spec["root"])
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from config import config_from_dict
+from model import build_student
+from util import init_distributed
+
+ctx = init_distributed("cpu")
+torch.manual_seed(0)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+model = build_student(config_from_dict(spec["config"], "ddp"), spec["vocab"], 2)
+forward = DistributedDataParallel(model)  # as train.py wraps a student on the CPU
+optimizer = torch.optim.SGD(model.parameters(), lr=spec["lr"])
+for step in spec["steps"]:
+    ids, lengths, labels = step[ctx.rank]  # each rank its own batch
+    loss = F.cross_entropy(forward(torch.tensor(ids), torch.tensor(lengths)), torch.tensor(labels))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+torch.save({"rank": ctx.rank, "world": ctx.world_size, "weights": model.state_dict()},
+           Path(spec["out"]) / f"rank{ctx.rank}.pt")
+dist.destroy_process_group()
+'''
+
+
+def padded(seqs: list[list[int]]) -> tuple[list[list[int]], list[int]]:
+    width = max(map(len, seqs))
+    return [s + [0] * (width - len(s)) for s in seqs], [len(s) for s in seqs]
+
+
+def test_ddp_step_averages_gradients_exactly(tmp_path):
+    """Two ranks stepping on different batches end with identical weights, equal to one process
+    stepping on the mean of both batches' losses (plain SGD, so a gradient that was not
+    all-reduced, or summed instead of averaged, shows)."""
+    import torch
+    import torch.nn.functional as F
+
+    from config import config_from_dict
+    from conftest import TINY_STUDENTS
+    from model import build_student
+
+    config = {"emb_class": "glove", "enc_class": "cnn", "token_emb_dim": 8, **TINY_STUDENTS["cnn"], "dropout": 0.0}
+    batches = [[[5, 6, 7, 8], [9, 10], [11, 12, 13]], [[14, 15], [16, 17, 18, 19, 20], [21]],
+               [[22, 23, 24], [25], [5, 9, 14, 22]], [[26, 27, 28, 29], [6, 7], [8, 10, 12]]]
+    labels = [[0, 1, 1], [1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    steps = [[(*padded(batches[2 * s + r]), labels[2 * s + r]) for r in range(2)] for s in range(2)]
+    spec = {"root": str(ROOT), "config": config, "vocab": 30, "lr": 0.5, "steps": steps, "out": str(tmp_path)}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "ddp_step.py").write_text(DDP_SCRIPT)
+    torchrun_script(tmp_path / "ddp_step.py", str(tmp_path / "spec.json"))
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert [(r["rank"], r["world"]) for r in ranks] == [(0, 2), (1, 2)]
+
+    torch.manual_seed(0)
+    model = build_student(config_from_dict(config, "single"), 30, 2)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for step in steps:
+        losses = [F.cross_entropy(model(torch.tensor(ids), torch.tensor(lengths)), torch.tensor(y))
+                  for ids, lengths, y in step]
+        optimizer.zero_grad()
+        (sum(losses) / 2).backward()
+        optimizer.step()
+    for key, value in model.state_dict().items():
+        assert torch.equal(ranks[0]["weights"][key], ranks[1]["weights"][key]), key
+        torch.testing.assert_close(ranks[0]["weights"][key], value, atol=1e-6, rtol=1e-5)
+    # the steps moved the weights (the comparison above is not between two copies of the start)
+    assert not torch.allclose(initial["cnn.convs.0.weight"], model.state_dict()["cnn.convs.0.weight"])

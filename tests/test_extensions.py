@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 
-import pytest
 
 import augment_data
 import evaluate

@@ -17,7 +17,6 @@ import augment_data
 import evaluate
 import preprocess
 import train
-from test_teacher_and_pipeline import fit_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,9 +71,8 @@ def sha(path: Path) -> str:
 
 
 def test_labeling_killed_resumes_and_same_seed_gives_same_bytes(data_dir, glove_path, tiny_transformer,
-                                                                  make_teacher_config, student_config, tmp_path):
-    teacher = tmp_path / "teacher"
-    tcfg = fit_teacher("bert", data_dir, tiny_transformer, make_teacher_config, teacher, epochs=1)
+                                                                  trained_teacher, student_config, tmp_path):
+    teacher, tcfg = trained_teacher
     raw = data_dir / "augmented.raw"
     args = ["--input", str(data_dir / "train.txt"), "--n_iter", "12", "--analyzer", "none", "--seed", "7"]
     assert augment_data.main([*args, "--output", str(raw)]) == 0

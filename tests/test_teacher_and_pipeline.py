@@ -1,9 +1,12 @@
-"""Teachers (tiny random BERT, RoBERTa, ELECTRA with tokenizers trained in the test) and the
-whole distillation pipeline chained through the stages' main()."""
+"""Teachers (tiny random BERT, RoBERTa, ELECTRA with tokenizers trained in the test), predict.py
+with a teacher, the lower-casing contradictions, and the whole distillation chained through the
+stages' main()."""
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,32 +15,31 @@ import torch
 
 import augment_data
 import evaluate
+import predict
 import preprocess
 import train
-from conftest import error_lines
-from dataset import read_predictions, write_predictions
-from model import load_teacher
+from checkpoint import load_teacher
+from conftest import error_lines, fit_teacher, refused
+from dataset import read_examples, read_predictions, write_predictions
+from inference import Predictor
 
 
-def fit_teacher(family, data_dir, tiny_transformer, make_teacher_config, out: Path, epochs: int = 3,
-                head: str = "cls") -> Path:
-    model_dir = tiny_transformer(family)
+def train_teacher(family: str, data_dir: Path, tiny_transformer, make_teacher_config, out: Path, epochs: int = 3,
+                  head: str = "cls") -> Path:
+    """Fit a tiny teacher of `family` into `out`; returns its config."""
     config = make_teacher_config(family, head)
-    lower = ["--bert_do_lower_case"] if family != "roberta" else []
-    assert preprocess.main([f"--config={config}", f"--data_dir={data_dir}",
-                            f"--bert_model_name_or_path={model_dir}", *lower]) == 0
-    assert train.main([f"--config={config}", f"--data_dir={data_dir}", f"--bert_model_name_or_path={model_dir}",
-                       f"--bert_output_dir={out}", "--lr=2e-3", f"--epoch={epochs}", "--batch_size=16",
-                       "--use_transformers_optimizer", "--warmup_epoch=0", "--device=cpu",
-                       f"--log_dir={out.parent / 'runs'}", *lower]) == 0
+    fit_teacher(family, data_dir, tiny_transformer(family), config, out, epochs)
     return config
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "electra"])
-def test_teacher_trains_and_evaluates_from_its_directory(family, data_dir, tiny_transformer, make_teacher_config,
-                                                         tmp_path, capsys):
+def test_teacher_trains_evaluates_and_predicts_from_its_directory(family, data_dir, tiny_transformer,
+                                                                  make_teacher_config, tmp_path, capsys,
+                                                                  monkeypatch):
     out = tmp_path / "teacher"
-    config = fit_teacher(family, data_dir, tiny_transformer, make_teacher_config, out)
+    config = train_teacher(family, data_dir, tiny_transformer, make_teacher_config, out)
+    meta = json.loads((out / "distil_config.json").read_text())
+    assert meta["lowercase"] is (family != "roberta") and meta["labels"] == ["0", "1"]
     capsys.readouterr()
     assert evaluate.main([f"--config={config}", f"--data_dir={data_dir}", f"--bert_output_dir={out}",
                           "--device=cpu"]) == 0
@@ -45,16 +47,67 @@ def test_teacher_trains_and_evaluates_from_its_directory(family, data_dir, tiny_
     results = json.loads((out / "results.json").read_text())
     assert results["total"] == 40
     assert results["accuracy"] >= 0.75, results["accuracy"]
+    # predict.py from stdin (tsv by default): a `sentence<TAB>label` line uses the sentence, blank lines skipped
+    sentences = [e.sentence for e in read_examples(data_dir / "test.txt")][:6]
+    text = "".join(f"{s}\tignored\n" if i % 2 else f"{s}\n\n" for i, s in enumerate(sentences))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    capsys.readouterr()
+    assert predict.main([f"--bert_output_dir={out}", "--device=cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = Predictor.load(out).predict(sentences)
+    assert lines == [p.label + "\t" + " ".join(f"{p.probabilities[k]:.6f}" for k in ("0", "1")) for p in expected]
+    assert [line.split("\t")[0] for line in lines] == [str(p) for p in results["predictions"][:6]]
 
 
 def test_teacher_refuses_a_directory_that_is_not_a_model(data_dir, make_teacher_config, tmp_path, capsys):
     config = make_teacher_config("bert")
     empty = tmp_path / "empty"
     empty.mkdir()
+    capsys.readouterr()
     assert preprocess.main([f"--config={config}", f"--data_dir={data_dir}",
                             f"--bert_model_name_or_path={empty}"]) == 1
     assert evaluate.main([f"--config={config}", f"--data_dir={data_dir}", f"--bert_output_dir={empty}"]) == 1
-    assert len(error_lines(capsys.readouterr().err)) == 2
+    err = capsys.readouterr().err
+    assert error_lines(err) == [
+        f"ERROR:preprocess:{empty}: not a Hugging Face model directory (no tokenizer files)",
+        f"ERROR:evaluate:{empty}: a directory but not a teacher from train.py (no distil_config.json)",
+    ]
+    assert "Traceback" not in err
+
+
+def test_lowercasing_contradictions_are_refused(data_dir, trained_teacher, tiny_transformer, tmp_path, capsys):
+    """The .fs files were made lower-cased (preprocess.transformer.json says so) and the
+    teacher trained so: the other setting is refused by preprocess, train and labeling."""
+    teacher, config = trained_teacher
+    model_dir = tiny_transformer("bert")
+    record = data_dir / "preprocess.transformer.json"
+    assert json.loads(record.read_text())["lowercase"] is True
+    fs = (data_dir / "train.txt.fs").read_bytes()
+    line = refused(capsys, preprocess, [f"--config={config}", f"--data_dir={data_dir}",
+                                        f"--bert_model_name_or_path={model_dir}"],
+                   "--bert_do_lower_case is off, but")
+    assert "made with it on" in line and str(record) in line
+    assert (data_dir / "train.txt.fs").read_bytes() == fs
+    line = refused(capsys, train, [f"--config={config}", f"--data_dir={data_dir}",
+                                   f"--bert_model_name_or_path={model_dir}",
+                                   f"--bert_output_dir={tmp_path / 'other-teacher'}", "--epoch=1", "--device=cpu",
+                                   f"--log_dir={tmp_path / 'runs'}"],
+                   "--bert_do_lower_case is off, but the .fs files in")
+    assert "were made with it on" in line
+    assert not (tmp_path / "other-teacher" / "model.safetensors").exists()
+    # a data set tokenized without lower-casing, labeled by the lower-casing teacher
+    cased = tmp_path / "cased"
+    cased.mkdir()
+    for split in ("train", "valid", "test"):
+        shutil.copy(data_dir / f"{split}.txt", cased / f"{split}.txt")
+    (cased / "augmented.raw").write_text("a good movie\t0\na [MASK] movie\t0\n")
+    for extra in ([], ["--augmented"]):
+        assert preprocess.main([f"--config={config}", f"--data_dir={cased}", f"--bert_model_name_or_path={model_dir}",
+                                *extra]) == 0
+    line = refused(capsys, evaluate, [f"--config={config}", f"--data_dir={cased}", f"--bert_output_dir={teacher}",
+                                      "--augmented", "--device=cpu"], "made with lower-casing off")
+    assert f"but the teacher {teacher} was trained with it on" in line
+    assert not (cased / "augmented.raw.pred").exists()
 
 
 def test_pred_file_round_trips_floats_in_order(tmp_path):
@@ -67,11 +120,15 @@ def test_pred_file_round_trips_floats_in_order(tmp_path):
     assert np.array_equal(back, logits)
 
 
-def test_end_to_end_distillation(data_dir, glove_path, tiny_transformer, make_teacher_config, student_config,
-                                 tmp_path):
-    teacher_dir = tmp_path / "teacher"
-    teacher_cfg = fit_teacher("bert", data_dir, tiny_transformer, make_teacher_config, teacher_dir, epochs=3)
+def test_end_to_end_distillation(data_dir, glove_path, trained_teacher, tiny_transformer, student_config, tmp_path):
+    teacher_dir, teacher_cfg = trained_teacher
     model_dir = tiny_transformer("bert")
+    # 0. the teacher on the test set
+    assert evaluate.main([f"--config={teacher_cfg}", f"--data_dir={data_dir}", f"--bert_output_dir={teacher_dir}",
+                          "--device=cpu"]) == 0
+    teacher_results = json.loads((teacher_dir / "results.json").read_text())
+    assert teacher_results["total"] == 40 and teacher_results["accuracy"] >= 0.8, teacher_results["accuracy"]
+    assert teacher_results["runtime"] == "pytorch" and teacher_results["parameters"] > 0
     # 1. augment
     assert augment_data.main(["--input", str(data_dir / "train.txt"), "--output", str(data_dir / "augmented.raw"),
                               "--n_iter", "3", "--analyzer", "none", "--seed", "1"]) == 0
@@ -85,6 +142,12 @@ def test_end_to_end_distillation(data_dir, glove_path, tiny_transformer, make_te
     sentences, logits = read_predictions(data_dir / "augmented.raw.pred", 2)
     raw_sentences = [line.split("\t")[0] for line in (data_dir / "augmented.raw").read_text().splitlines()]
     assert sentences == raw_sentences and logits.shape == (n_raw, 2)
+    # the originals' logits are the teacher's own predictions on them
+    teacher = Predictor.load(teacher_dir)
+    originals = [e.sentence for e in read_examples(data_dir / "train.txt")][:20]
+    index = {s: i for i, s in enumerate(sentences)}
+    torch.testing.assert_close(torch.from_numpy(logits[[index[s] for s in originals]]), teacher.logits(originals),
+                               atol=1e-4, rtol=1e-4)
     shutil.copy(data_dir / "augmented.raw.pred", data_dir / "augmented.txt")
     # 4. student on logits
     config = student_config("cnn")
@@ -94,19 +157,18 @@ def test_end_to_end_distillation(data_dir, glove_path, tiny_transformer, make_te
     assert train.main([f"--config={config}", f"--data_dir={data_dir}", f"--save_path={save}", "--lr=1e-2",
                        "--epoch=10", "--batch_size=32", "--augmented", "--criterion=MSELoss", "--device=cpu",
                        f"--log_dir={tmp_path / 'runs'}"]) == 0
+    assert json.loads(Path(f"{save}.train_results.json").read_text())["train_examples"] == n_raw
     assert evaluate.main([f"--config={config}", f"--data_dir={data_dir}", f"--model_path={save}",
                           "--device=cpu"]) == 0
     results = json.loads(Path(f"{save}.results.json").read_text())
-    teacher_results = json.loads((teacher_dir / "results.json").read_text()) if (
-        teacher_dir / "results.json").exists() else None
-    assert results["accuracy"] >= 0.7
-    assert teacher_results is None or teacher_results["total"] == 40
+    assert results["total"] == 40 and results["accuracy"] >= 0.7, results["accuracy"]
+    # the student learned the teacher's decisions: it agrees with it on most test sentences
+    agree = np.mean(np.array(results["predictions"]) == np.array(teacher_results["predictions"]))
+    assert agree >= 0.7, agree
 
 
-@pytest.mark.parametrize("head", ["cls", "mean"])
-def test_teacher_onnx_export_agrees(head, data_dir, tiny_transformer, make_teacher_config, tmp_path):
-    out = tmp_path / "teacher"
-    config = fit_teacher("bert", data_dir, tiny_transformer, make_teacher_config, out, epochs=1, head=head)
+def test_teacher_onnx_export_agrees(data_dir, trained_teacher):
+    out, config = trained_teacher
     base = [f"--config={config}", f"--data_dir={data_dir}", f"--bert_output_dir={out}", "--device=cpu"]
     assert evaluate.main([*base, "--convert_onnx"]) == 0
     assert evaluate.main([*base, "--enable_ort"]) == 0
@@ -114,16 +176,23 @@ def test_teacher_onnx_export_agrees(head, data_dir, tiny_transformer, make_teach
     assert onnx["max_abs_logit_diff_vs_pytorch"] <= 1e-4 and onnx["same_prediction_vs_pytorch"] == 1.0
 
 
-def test_mean_pooling_teacher_ignores_padding(data_dir, tiny_transformer, make_teacher_config, tmp_path):
+def test_mean_pooling_teacher_ignores_padding_and_exports(data_dir, tiny_transformer, make_teacher_config, tmp_path):
     """The mean head pools only real tokens: a sentence scores the same alone or in a padded batch,
-    and the head survives the save/load round trip."""
+    the head survives the save/load round trip, and the ONNX export agrees."""
     out = tmp_path / "teacher"
-    fit_teacher("bert", data_dir, tiny_transformer, make_teacher_config, out, epochs=1, head="mean")
-    model, config, _, _, _ = load_teacher(out)
-    assert config.enc_class == "mean" and model.pooling == "mean"
+    config = train_teacher("bert", data_dir, tiny_transformer, make_teacher_config, out, epochs=1, head="mean")
+    teacher = load_teacher(out)
+    model = teacher.model
+    assert teacher.config.enc_class == "mean" and model.head == "mean" and teacher.lowercase is True
     short, long = [5, 6, 7], [5, 6, 7, 8, 9, 10, 11]
     ids = torch.tensor([short + [0] * 4, long])
     with torch.inference_mode():
         batched = model(ids, torch.tensor([3, 7]))
         alone = model(torch.tensor([short]), torch.tensor([3]))
     assert torch.allclose(batched[0], alone[0], atol=1e-5)
+    assert not torch.allclose(batched[0], batched[1], atol=1e-5)
+    base = [f"--config={config}", f"--data_dir={data_dir}", f"--bert_output_dir={out}", "--device=cpu"]
+    assert evaluate.main([*base, "--convert_onnx"]) == 0
+    assert evaluate.main([*base, "--enable_ort"]) == 0
+    onnx = json.loads((out / "onnx.results.json").read_text())
+    assert onnx["max_abs_logit_diff_vs_pytorch"] <= 1e-4 and onnx["same_prediction_vs_pytorch"] == 1.0

@@ -1,0 +1,411 @@
+"""Typed configs: one dataclass per concern, read from JSON and overridden from the command line.
+
+- `Config`: a model (one file per model in `configs/`), with its encoder sections.
+- `TrainConfig`: `train.py`'s flags, resolved once (teacher or student defaults) and checked.
+- `Recipe`: `scripts/distill.py`'s sizes (`configs/recipe-*.json`).
+
+Loading refuses unknown keys, missing required keys and wrong types, naming the key and the
+file; `validate` methods refuse values and combinations that would be ignored. This module is
+plain data: it imports nothing of ours but `util`, and `model.py` reads it, not the other way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokenization import WORD_TOKENIZERS
+from util import UserError, read_json
+
+# Model families whose tokenizer and encoder come from a Hugging Face directory.
+TRANSFORMER_FAMILIES = ("bert", "roberta", "electra", "auto")
+GLOVE_FAMILY = "glove"
+# Teacher heads: a linear layer over the first token (`cls`) or the mean of the real tokens.
+TEACHER_HEADS = ("cls", "mean")
+AMP_CHOICES = ("none", "bf16", "fp16")
+CRITERIA = ("CrossEntropyLoss", "MSELoss", "KLDivLoss")
+
+
+@dataclass(frozen=True)
+class StudentKind:
+    """What the toolkit knows about one student `enc_class`."""
+
+    sections: tuple[str, ...]  # config sections it needs
+    config_path: str  # its config in configs/
+    title: str  # its name in tables
+
+
+# The student registry: model.py's STUDENTS has a network for each name (a test checks).
+STUDENT_KINDS: dict[str, StudentKind] = {
+    "cnn": StudentKind(("cnn",), "configs/config-glove-cnn.json", "GloVe CNN"),
+    "densenet-cnn": StudentKind(("densenet", "cnn"), "configs/config-densenet-cnn.json", "GloVe DenseNet-CNN"),
+    "densenet-dsa": StudentKind(("densenet", "dsa"), "configs/config-densenet-dsa.json", "GloVe DenseNet-DSA"),
+    "bilstm": StudentKind(("lstm",), "configs/config-glove-bilstm.json", "GloVe BiLSTM"),
+    "bow": StudentKind(("bow",), "configs/config-glove-bow.json", "GloVe bag of n-grams"),
+}
+SECTIONS = ("cnn", "densenet", "dsa", "lstm", "bow")
+
+
+# ---------------------------------------------------------------------------
+# Model configs
+# ---------------------------------------------------------------------------
+
+@dataclass
+class CNNConfig:
+    """A text CNN: `num_filters` filters per kernel size, ReLU, max over time."""
+
+    num_filters: int = 256
+    kernel_sizes: list[int] = field(default_factory=lambda: [2, 3, 4, 5, 6])
+
+
+@dataclass
+class DenseNetConfig:
+    """A 1-D DenseNet (the seed's): `kernel_sizes` is a grid whose rows are depth and whose
+    columns are parallel branches. In each branch the first conv maps the embeddings to
+    `first_num_filters`; each later conv sees the concatenation of that branch's earlier
+    outputs and adds `num_filters`. A final 1x1 conv maps the embeddings plus each branch's
+    last output to `last_num_filters`."""
+
+    first_num_filters: int = 200
+    num_filters: int = 100
+    last_num_filters: int = 400
+    kernel_sizes: list[list[int]] = field(
+        default_factory=lambda: [[1, 1], [3, 3], [3, 5], [3, 7], [3, 9]]
+    )
+
+
+@dataclass
+class DSAConfig:
+    """Dynamic Self-Attention (Yoon et al. 2018): `num_attentions` heads of size `dsa_dim`,
+    `r` routing iterations."""
+
+    num_attentions: int = 8
+    dsa_dim: int = 300
+    r: int = 2
+
+
+@dataclass
+class LSTMConfig:
+    """A bidirectional LSTM encoder (Tang et al. 2019's student shape)."""
+
+    hidden_size: int = 150
+    num_layers: int = 1
+
+
+@dataclass
+class BowConfig:
+    """A bag of n-grams (fastText's shape): unigram vectors (from GloVe) and `buckets` hashed
+    bigram vectors, averaged, then one linear layer."""
+
+    buckets: int = 1_000_003
+
+
+@dataclass
+class Config:
+    """A model config, one per JSON file in `configs/`.
+
+    `emb_class` is `glove` (a student over GloVe vectors) or a transformer family
+    (`bert`, `roberta`, `electra`, `auto`: all load through `AutoModel`).
+    `enc_class` is the encoder on top: a name in `STUDENT_KINDS` for students; `cls` or
+    `mean` (see TEACHER_HEADS) for transformers. The keys after `n_ctx` and `dropout` are the
+    students' own; `tokenizer` is how a student splits words (tokenization.py).
+    """
+
+    emb_class: str
+    enc_class: str
+    n_ctx: int = 100
+    dropout: float = 0.1
+    lowercase: bool = True
+    tokenizer: str = "glove"
+    token_emb_dim: int = 50
+    pad_token: str = "<pad>"
+    unk_token: str = "<unk>"
+    pad_token_id: int = 0
+    unk_token_id: int = 1
+    freeze_emb: bool = False
+    fc_hidden_size: int = 256
+    cnn: CNNConfig | None = None
+    densenet: DenseNetConfig | None = None
+    dsa: DSAConfig | None = None
+    lstm: LSTMConfig | None = None
+    bow: BowConfig | None = None
+
+    @property
+    def is_transformer(self) -> bool:
+        return self.emb_class in TRANSFORMER_FAMILIES
+
+    def validate(self, where: str, keys: set[str] | None = None) -> None:
+        """Check what the types cannot: known classes, the right sections, sizes > 0, and no
+        key (among `keys`, those the file set) that this kind of model would ignore."""
+        families = (GLOVE_FAMILY, *TRANSFORMER_FAMILIES)
+        if self.emb_class not in families:
+            raise UserError(f"{where}: unknown emb_class {self.emb_class!r}; expected one of {list(families)}")
+        encoders = TEACHER_HEADS if self.is_transformer else tuple(STUDENT_KINDS)
+        if self.enc_class not in encoders:
+            raise UserError(f"{where}: unknown enc_class {self.enc_class!r} for emb_class {self.emb_class!r}; "
+                            f"expected one of {sorted(encoders)}")
+        needed = () if self.is_transformer else STUDENT_KINDS[self.enc_class].sections
+        for name in SECTIONS:
+            section = getattr(self, name)
+            if name in needed and section is None:
+                raise UserError(f"{where}: enc_class {self.enc_class!r} needs a {name!r} section")
+            if name not in needed and section is not None:
+                raise UserError(f"{where}: section {name!r} is not used by {self.emb_class}/{self.enc_class}; "
+                                "remove it")
+            for key, value in (dataclasses.asdict(section) if section is not None else {}).items():
+                # sizes are ints, lists of ints or lists of lists of ints: all must be > 0
+                flat = [v for item in (value if isinstance(value, list) else [value])
+                        for v in (item if isinstance(item, list) else [item])]
+                if not flat or any(v <= 0 for v in flat):
+                    raise UserError(f"{where}: {name}.{key} must be positive, got {value!r}")
+        if self.is_transformer:
+            ignored = sorted((keys or set()) & set(STUDENT_ONLY_KEYS))
+            if ignored:
+                raise UserError(f"{where}: key {ignored[0]!r} is a GloVe student's; a {self.emb_class} teacher "
+                                "takes its tokenization from its tokenizer")
+        if self.densenet is not None and len({len(row) for row in self.densenet.kernel_sizes}) != 1:
+            raise UserError(f"{where}: densenet.kernel_sizes must be a grid (every row the same number of branches)")
+        if self.tokenizer not in WORD_TOKENIZERS:
+            raise UserError(f"{where}: unknown tokenizer {self.tokenizer!r}; expected one of {list(WORD_TOKENIZERS)}")
+        if self.fc_hidden_size < 0:
+            raise UserError(f"{where}: fc_hidden_size must be 0 (no hidden layer) or positive")
+        if self.pad_token_id != 0 or self.unk_token_id != 1:
+            raise UserError(f"{where}: pad_token_id must be 0 and unk_token_id 1")
+        if self.n_ctx < 1 or self.token_emb_dim < 1:
+            raise UserError(f"{where}: n_ctx and token_emb_dim must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"{where}: dropout must be in [0, 1), got {self.dropout}")
+
+
+# The keys a transformer config must not set (they only mean something for GloVe students).
+STUDENT_ONLY_KEYS = ("lowercase", "tokenizer", "token_emb_dim", "pad_token", "unk_token", "pad_token_id",
+                     "unk_token_id", "freeze_emb", "fc_hidden_size", *SECTIONS)
+
+
+# ---------------------------------------------------------------------------
+# Training and recipe configs
+# ---------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    """`train.py`'s settings, parsed from its flags once (see train.py's --help)."""
+
+    lr: float
+    epoch: int
+    batch_size: int
+    eval_batch_size: int = 256
+    use_transformers_optimizer: bool = False
+    lr_decay_rate: float = 1.0
+    lr_decay_steps: int = 2
+    warmup_epoch: float = 4.0
+    patience: int = 7
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    criterion: str = "CrossEntropyLoss"
+    temperature: float = 1.0
+    alpha: float = 0.0
+    measure: str = "accuracy"
+    augmented: bool = False
+    augmented_filename: str | None = None
+    seed: int = 42
+    amp: str = "none"
+    save_steps: int = 0
+    resume: bool = False
+    train_limit: int = 0
+
+
+@dataclass
+class TeacherRecipe:
+    """How the driver fine-tunes the teacher (train.py flags)."""
+
+    config: str = "configs/config-bert-mean.json"
+    epochs: int = 3
+    lr: float = 1e-4
+    batch_size: int = 32
+    warmup_epoch: float = 0.1
+    weight_decay: float = 0.01
+
+
+@dataclass
+class StudentRecipe:
+    """How the driver trains one student: on teacher logits (`epochs`) and, for its baseline,
+    on gold labels (`gold_epochs`; 0 skips the baseline)."""
+
+    epochs: int
+    gold_epochs: int
+    lr: float
+    batch_size: int = 128
+    amp: str = "none"
+    config: str | None = None  # None: the student's file in configs/
+
+
+@dataclass
+class Recipe:
+    """`scripts/distill.py`'s recipe (`configs/recipe-*.json`)."""
+
+    students: dict[str, StudentRecipe]
+    teacher: TeacherRecipe = field(default_factory=TeacherRecipe)
+    models: list[str] = field(default_factory=lambda: ["cnn", "densenet-cnn", "densenet-dsa", "bilstm", "bow"])
+    train_subset: int = 0  # 0: all of train.txt; else a seeded subset of that many lines
+    n_iter: int = 8  # augmentation draws per sentence
+    ngram_mode: str = "mask"
+    mask_token: str | None = None  # None: the teacher tokenizer's own
+    label_batch_size: int = 128
+    label_amp: str = "bf16"
+
+    def validate(self, where: str) -> None:
+        """Known students, a recipe for each model, sizes and choices in range."""
+        for name in [*self.students, *self.models]:
+            if name not in STUDENT_KINDS:
+                raise UserError(f"{where}: unknown student {name!r}; expected some of {sorted(STUDENT_KINDS)}")
+        for name in self.models:
+            if name not in self.students:
+                raise UserError(f"{where}: models lists {name!r} but students has no entry for it")
+        counts = {"train_subset": self.train_subset, "n_iter": self.n_iter}
+        for key, value in counts.items():
+            if value < 0:
+                raise UserError(f"{where}: {key} must be >= 0, got {value}")
+        positives = {"teacher.epochs": self.teacher.epochs, "teacher.lr": self.teacher.lr,
+                     "teacher.batch_size": self.teacher.batch_size, "label_batch_size": self.label_batch_size}
+        for name, s in self.students.items():
+            positives.update({f"students.{name}.epochs": s.epochs, f"students.{name}.lr": s.lr,
+                              f"students.{name}.batch_size": s.batch_size})
+            if s.gold_epochs < 0:
+                raise UserError(f"{where}: students.{name}.gold_epochs must be >= 0")
+            if s.amp not in AMP_CHOICES:
+                raise UserError(f"{where}: students.{name}.amp must be one of {list(AMP_CHOICES)}")
+        for key, value in positives.items():
+            if value <= 0:
+                raise UserError(f"{where}: {key} must be positive, got {value}")
+        if self.label_amp not in AMP_CHOICES:
+            raise UserError(f"{where}: label_amp must be one of {list(AMP_CHOICES)}")
+        if self.ngram_mode not in ("mask", "sample"):
+            raise UserError(f"{where}: ngram_mode must be 'mask' or 'sample'")
+
+    def student_config(self, name: str) -> str:
+        """The config file the recipe trains student `name` with."""
+        return self.students[name].config or STUDENT_KINDS[name].config_path
+
+
+# ---------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check `value` (parsed JSON) against the type hint `tp`; return it, converting
+    nested dicts to dataclasses. Raises UserError naming `key`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key, where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: key {key!r} must be an object, got {type(value).__name__}")
+        return from_dict(tp, value, where, prefix=f"{key}.")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise UserError(f"{where}: key {key!r} must be a list of {_type_name(item_tp)}, got {type(value).__name__}")
+        return [_convert(v, item_tp, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict:
+        _, item_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: key {key!r} must be an object, got {type(value).__name__}")
+        return {k: _convert(v, item_tp, f"{key}.{k}", where) for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where}: key {key!r} must be a number, got {value!r}")
+        return float(value)
+    expected = {int: "an integer", bool: "true or false", str: "a string"}
+    if tp in expected:
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise UserError(f"{where}: key {key!r} must be {expected[tp]}, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r}")
+
+
+def from_dict(cls: type, data: dict, where: str, prefix: str = "") -> Any:
+    """Build dataclass `cls` from `data`, refusing unknown keys, missing required keys
+    and wrong types with a message naming the key and `where`."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UserError(f"{where}: unknown key {prefix}{unknown[0]!r}; expected one of {sorted(names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _convert(data[f.name], hints[f.name], prefix + f.name, where)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise UserError(f"{where}: missing required key {prefix}{f.name!r}")
+    return cls(**kwargs)
+
+
+def apply_overrides(data: dict, overrides: list[str], where: str) -> dict:
+    """Apply `key=value` or `section.key=value` overrides (value parsed as JSON, else a string)."""
+    data = json.loads(json.dumps(data))
+    for item in overrides or []:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"{where}: --set {key}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def config_from_dict(data: Any, where: str) -> Config:
+    """Validate a parsed model config (from a JSON file or a checkpoint) into a `Config`."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a JSON object at the top level")
+    config = from_dict(Config, data, where)
+    config.validate(where, set(data))
+    return config
+
+
+def load_json_object(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """A JSON file's top-level object with `--set` overrides applied."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object at the top level")
+    return apply_overrides(data, overrides or [], str(path))
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a model config JSON file."""
+    return config_from_dict(load_json_object(path, overrides), str(path))
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe JSON file."""
+    recipe = from_dict(Recipe, load_json_object(path, overrides), str(path))
+    recipe.validate(str(path))
+    return recipe
+
+
+def config_to_dict(config: Any) -> dict:
+    """A dataclass as plain JSON-able dicts, `None` values dropped; a transformer config
+    keeps only the keys that mean something for it."""
+    data = {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
+    if isinstance(config, Config) and config.is_transformer:
+        data = {k: v for k, v in data.items() if k not in STUDENT_ONLY_KEYS}
+    return data

@@ -1,0 +1,190 @@
+"""The distillation recipe as a pipeline of the toolkit's own command lines, rerun by content.
+
+`scripts/distill.py` (`make distill`, `make demo`) and `scripts/ablation.py` build their
+stages from the functions here. Each `Step` is one command line with the files it reads and
+writes. `Pipeline.run` skips a step when its outputs exist and its fingerprint (its argv and
+the SHA-256 of every input file, configs included) matches the one recorded in
+`pipeline.json` when it last ran, and the outputs are still the bytes it wrote. A changed
+config, recipe value or input reruns the step; its new outputs change the inputs of the steps
+after it, so those rerun too, and nothing else does.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from config import Recipe
+from util import UserError, file_digest, write_json
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Step:
+    """One command line with the files it reads and writes."""
+
+    name: str
+    argv: list[str]  # a stage script (`train.py ...`, run with the pipeline's Python) or a program
+    inputs: list[Path]
+    outputs: list[Path]
+
+
+@dataclass
+class Pipeline:
+    """Runs steps in order, skipping those that are up to date by content (module docstring).
+    A training step's output is its `train_results.json`, written only when training ends, so
+    a run killed mid-training is redone (or resumed by hand with `train.py --resume`)."""
+
+    record_path: Path
+    python: str
+    cwd: Path
+    force: bool = False
+    echo: Callable[[str], None] = print
+    record: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.record_path.exists():
+            self.record = json.loads(self.record_path.read_text(encoding="utf-8"))
+        self.lock = threading.Lock()  # steps may run from several threads (scripts/ablation.py --jobs)
+
+    def command(self, step: Step) -> list[str]:
+        return [self.python, *step.argv] if step.argv[0].endswith(".py") else list(step.argv)
+
+    def fingerprint(self, step: Step) -> dict:
+        """The step's argv and its inputs' digests (a missing input counts as missing)."""
+        inputs = {}
+        for path in step.inputs:
+            resolved = path if path.is_absolute() else self.cwd / path
+            inputs[str(path)] = file_digest(resolved) if resolved.exists() else "missing"
+        return {"argv": step.argv, "inputs": inputs}
+
+    def output_digests(self, step: Step) -> dict:
+        return {str(p): file_digest(p if p.is_absolute() else self.cwd / p) for p in step.outputs}
+
+    def up_to_date(self, step: Step) -> bool:
+        """Outputs present, unchanged since the step wrote them, and the same argv and inputs."""
+        done = self.record.get(step.name)
+        if self.force or done is None or not all((p if p.is_absolute() else self.cwd / p).exists()
+                                                 for p in step.outputs):
+            return False
+        return done.get("fingerprint") == self.fingerprint(step) and done.get("outputs") == self.output_digests(step)
+
+    def run(self, step: Step) -> bool:
+        """Run `step` unless it is up to date; True if it ran. A failing step is a UserError."""
+        if self.up_to_date(step):
+            logger.info("[Skip] %s (up to date)", step.name)
+            return False
+        fingerprint = self.fingerprint(step)
+        argv = self.command(step)
+        self.echo("$ " + " ".join(shlex.quote(a) for a in argv))
+        start = time.time()
+        result = subprocess.run(argv, cwd=self.cwd)
+        if result.returncode != 0:
+            raise UserError(f"stage {step.name!r} failed with exit code {result.returncode} (its log is above)")
+        seconds = time.time() - start
+        with self.lock:
+            self.record[step.name] = {"seconds": round(seconds, 1), "command": " ".join(step.argv),
+                                      "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                      "fingerprint": fingerprint, "outputs": self.output_digests(step)}
+            write_json(self.record_path, self.record)
+        logger.info("[Done] %s in %.1fs", step.name, seconds)
+        return True
+
+
+# ---------------------------------------------------------------------------
+# The recipe's stages
+# ---------------------------------------------------------------------------
+
+SPLITS = ("train", "valid", "test")
+
+
+def teacher_steps(recipe: Recipe, data: Path, teacher_model: str, teacher: Path, lowercase: bool,
+                  runs: Path) -> list[Step]:
+    """Ids for the teacher's tokenizer, its fine-tuning, and its test evaluation."""
+    cfg, t = recipe.teacher.config, recipe.teacher
+    lower = ["--bert_do_lower_case"] if lowercase else []
+    splits = [data / f"{s}.txt" for s in SPLITS]
+    backbone = [Path(teacher_model)] if Path(teacher_model).exists() else []  # a hub name has no local files
+    return [
+        Step("preprocess teacher", ["preprocess.py", f"--config={cfg}", f"--data_dir={data}",
+                                    f"--bert_model_name_or_path={teacher_model}", *lower],
+             [Path(cfg), *backbone, *splits], [data / f"{s}.txt.fs" for s in SPLITS]),
+        Step("train teacher", ["train.py", f"--config={cfg}", f"--data_dir={data}",
+                               f"--bert_model_name_or_path={teacher_model}", *lower, f"--bert_output_dir={teacher}",
+                               f"--lr={t.lr}", f"--epoch={t.epochs}", f"--batch_size={t.batch_size}",
+                               "--use_transformers_optimizer", f"--warmup_epoch={t.warmup_epoch}",
+                               f"--weight_decay={t.weight_decay}", f"--log_dir={runs / 'teacher'}"],
+             [Path(cfg), *backbone, data / "train.txt.fs", data / "valid.txt.fs"], [teacher / "train_results.json"]),
+        Step("evaluate teacher", ["evaluate.py", f"--config={cfg}", f"--data_dir={data}",
+                                  f"--bert_output_dir={teacher}", "--num_threads=1"],
+             [teacher / "model.safetensors", data / "test.txt"], [teacher / "results.json"]),
+        Step("evaluate teacher (padded)", ["evaluate.py", f"--config={cfg}", f"--data_dir={data}",
+                                           f"--bert_output_dir={teacher}", "--num_threads=1", "--pad_to_n_ctx"],
+             [teacher / "model.safetensors", data / "test.txt"], [teacher / "padded.results.json"]),
+    ]
+
+
+def augment_steps(recipe: Recipe, data: Path, teacher: Path, lowercase: bool, mask_token: str, tokenizer: str,
+                  tag: str = "") -> list[Step]:
+    """Augmentation, its teacher ids, the teacher's logits, and their copy for the students
+    (`tag` names the steps apart when the ablation builds a second augmented set)."""
+    cfg = recipe.teacher.config
+    lower = ["--bert_do_lower_case"] if lowercase else []
+    return [
+        Step(f"augment{tag}", ["augment_data.py", "--input", str(data / "train.txt"), "--output",
+                               str(data / "augmented.raw"), f"--n_iter={recipe.n_iter}", f"--mask_token={mask_token}",
+                               f"--ngram_mode={recipe.ngram_mode}", f"--tokenizer={tokenizer}", "--parallel",
+                               "--seed=42"],
+             [data / "train.txt"], [data / "augmented.raw"]),
+        Step(f"preprocess augmented (teacher){tag}", [
+            "preprocess.py", f"--config={cfg}", f"--data_dir={data}", f"--bert_model_name_or_path={teacher}", *lower,
+            "--augmented"], [Path(cfg), data / "augmented.raw"], [data / "augmented.raw.fs"]),
+        Step(f"label augmented{tag}", ["evaluate.py", f"--config={cfg}", f"--data_dir={data}",
+                                       f"--bert_output_dir={teacher}", f"--batch_size={recipe.label_batch_size}",
+                                       "--augmented", f"--amp={recipe.label_amp}"],
+             [data / "augmented.raw.fs", teacher / "model.safetensors"], [data / "augmented.raw.pred"]),
+        Step(f"copy logits{tag}", ["cp", str(data / "augmented.raw.pred"), str(data / "augmented.txt")],
+             [data / "augmented.raw.pred"], [data / "augmented.txt"]),
+    ]
+
+
+def student_data_step(data: Path, config: str, embedding_path: str, tag: str = "") -> Step:
+    """The GloVe vocabulary over every file, and the students' id files."""
+    return Step(f"preprocess students{tag}", ["preprocess.py", f"--config={config}", f"--data_dir={data}",
+                                              f"--embedding_path={embedding_path}", "--augmented"],
+                [Path(config), Path(embedding_path), data / "augmented.txt", *[data / f"{s}.txt" for s in SPLITS]],
+                [data / "augmented.txt.ids", *[data / f"{s}.txt.ids" for s in SPLITS], data / "vocab.txt"])
+
+
+def student_steps(recipe: Recipe, name: str, kind: str, data: Path, checkpoint: Path, runs: Path,
+                  extra: list[str] | None = None, device: str = "auto") -> list[Step]:
+    """Train student `name` on gold labels (`kind` "gold") or teacher logits (any other
+    `kind`, with `extra` train.py flags), then evaluate it on test.txt."""
+    s, cfg = recipe.students[name], recipe.student_config(name)
+    distill = kind != "gold"
+    targets = ["--augmented", *(extra or ["--criterion=MSELoss"])] if distill else []
+    train_input = data / ("augmented.txt.ids" if distill else "train.txt.ids")
+    return [
+        Step(f"train {name} {kind}", [
+            "train.py", f"--config={cfg}", f"--data_dir={data}", f"--save_path={checkpoint}", f"--lr={s.lr}",
+            f"--epoch={s.epochs if distill else s.gold_epochs}", f"--batch_size={s.batch_size}",
+            "--use_transformers_optimizer", "--warmup_epoch=0", "--weight_decay=0.0", f"--amp={s.amp}",
+            f"--device={device}", f"--log_dir={runs / f'{name}-{kind}'}", *targets],
+            [Path(cfg), train_input, data / "valid.txt.ids", data / "vocab.txt"],
+            [Path(f"{checkpoint}.train_results.json")]),
+        Step(f"evaluate {name} {kind}", ["evaluate.py", f"--config={cfg}", f"--data_dir={data}",
+                                         f"--model_path={checkpoint}", "--num_threads=1", f"--device={device}"],
+             [checkpoint, data / "test.txt"], [Path(f"{checkpoint}.results.json")]),
+        # latency as the seed timed it (ids padded to n_ctx), for the comparison with its table
+        Step(f"evaluate {name} {kind} (padded)", ["evaluate.py", f"--config={cfg}", f"--data_dir={data}",
+                                                  f"--model_path={checkpoint}", "--num_threads=1",
+                                                  f"--device={device}", "--pad_to_n_ctx"],
+             [checkpoint, data / "test.txt"], [Path(f"{checkpoint}.padded.results.json")]),
+    ]
