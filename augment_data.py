@@ -21,17 +21,8 @@ from pathlib import Path
 from augment import AugmentParams, build_pos_vocab, pos_tag, write_augmented
 from dataset import read_examples
 from tokenization import WORD_TOKENIZERS, WordTokenizer
-from util import (
-    UserError,
-    atomic_path,
-    bounded,
-    non_negative,
-    probability,
-    run_main,
-    set_seed,
-    setup_logging,
-    write_json,
-)
+from util import (UserError, atomic_path, bounded, non_negative,
+                  probability, run_main, set_seed, setup_logging, write_json)
 
 logger = logging.getLogger(__name__)
 

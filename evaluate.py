@@ -27,22 +27,8 @@ from config import Config, config_to_dict, load_config
 from dataset import label_ids, pad_batch, read_examples
 from inference import Predictor, describe, predict_logits
 from labeling import label_file
-from util import (
-    DistContext,
-    UserError,
-    amp_dtype,
-    init_distributed,
-    library_versions,
-    non_negative,
-    positive,
-    resolve_device,
-    run_in_group,
-    run_main,
-    set_seed,
-    set_threads,
-    setup_logging,
-    write_json,
-)
+from util import (DistContext, UserError, amp_dtype, init_distributed, library_versions, non_negative, positive,
+                  resolve_device, run_in_group, run_main, set_seed, set_threads, setup_logging, write_json)
 
 logger = logging.getLogger(__name__)
 

@@ -41,30 +41,12 @@ from training import (
     restore,
     resume_payload,
     steps_per_epoch,
+    train_config,
 )
-from util import (
-    DistContext,
-    UserError,
-    amp_dtype,
-    barrier,
-    bounded,
-    init_distributed,
-    library_versions,
-    non_negative,
-    positive,
-    resolve_device,
-    run_in_group,
-    run_main,
-    set_seed,
-    set_threads,
-    setup_logging,
-    write_json,
-)
+from util import (DistContext, UserError, amp_dtype, barrier, bounded, init_distributed, library_versions, non_negative,
+                  positive, resolve_device, run_in_group, run_main, set_seed, set_threads, setup_logging, write_json)
 
 logger = logging.getLogger(__name__)
-# Defaults that differ by kind: a teacher is fine-tuned gently, a student trained from GloVe.
-TEACHER_DEFAULTS = {"lr": 2e-5, "epoch": 3, "batch_size": 32}
-STUDENT_DEFAULTS = {"lr": 1e-3, "epoch": 5, "batch_size": 128}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,42 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train_limit", type=non_negative(int), default=0,
                    help="use only the first N training lines (0: all)")
     return p
-
-
-def train_config(args: argparse.Namespace, config: Config) -> TrainConfig:
-    """The flags as one TrainConfig: defaults by kind, and every ignored combination refused."""
-    defaults = TEACHER_DEFAULTS if config.is_transformer else STUDENT_DEFAULTS
-    linear = args.use_transformers_optimizer
-    if linear and (args.lr_decay_rate != 1.0 or args.lr_decay_steps is not None):
-        raise UserError("--lr_decay_rate/--lr_decay_steps decay the default optimizer's lr; "
-                        "--use_transformers_optimizer has its own linear schedule")
-    if not args.augmented and (args.criterion not in (None, "CrossEntropyLoss") or args.alpha
-                               or args.augmented_filename):
-        raise UserError("--criterion MSELoss/KLDivLoss, --alpha and --augmented_filename need teacher logits: "
-                        "add --augmented")
-    criterion = args.criterion or ("MSELoss" if args.augmented else "CrossEntropyLoss")
-    if args.temperature is not None and (criterion == "MSELoss" or not args.augmented):
-        raise UserError(f"--temperature is not used by {criterion}" + ("" if args.augmented else " on gold labels"))
-    if args.alpha and config.is_transformer:
-        raise UserError("--alpha mixes gold labels into a student's distillation; teachers train on one target")
-    cfg = TrainConfig(
-        lr=args.lr or defaults["lr"], epoch=args.epoch or defaults["epoch"],
-        batch_size=args.batch_size or defaults["batch_size"], eval_batch_size=args.eval_batch_size,
-        use_transformers_optimizer=linear, lr_decay_rate=args.lr_decay_rate,
-        lr_decay_steps=args.lr_decay_steps or 2,
-        warmup_epoch=args.warmup_epoch if args.warmup_epoch is not None else (0.0 if linear else 4.0),
-        patience=args.patience, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
-        criterion=criterion, temperature=args.temperature or 1.0, alpha=args.alpha, measure=args.measure,
-        augmented=args.augmented, augmented_filename=args.augmented_filename, seed=args.seed, amp=args.amp,
-        save_steps=args.save_steps, resume=args.resume, train_limit=args.train_limit)
-    if linear and cfg.warmup_epoch >= cfg.epoch:
-        raise UserError(f"--warmup_epoch {cfg.warmup_epoch:g} >= --epoch {cfg.epoch}: the learning rate would "
-                        "never reach --lr")
-    if config.is_transformer and not args.bert_model_name_or_path:
-        raise UserError(f"{args.config}: a transformer config needs --bert_model_name_or_path")
-    if not config.is_transformer and (args.bert_model_name_or_path or args.bert_do_lower_case):
-        raise UserError("--bert_model_name_or_path/--bert_do_lower_case are for teacher configs")
-    return cfg
 
 
 def run_training(args: argparse.Namespace, config: Config, cfg: TrainConfig, dist: DistContext) -> int:

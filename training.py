@@ -15,6 +15,7 @@ The seed's optimizer flags, as `dsindex/iclassifier` defines them:
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import random
@@ -53,6 +54,51 @@ from tokenization import WordTokenizer
 from util import UserError
 
 logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------
+# The training config, from train.py's flags
+# ---------------------------------------------------------------------------
+
+# Defaults that differ by kind: a teacher is fine-tuned gently, a student trained from GloVe.
+TEACHER_DEFAULTS = {"lr": 2e-5, "epoch": 3, "batch_size": 32}
+STUDENT_DEFAULTS = {"lr": 1e-3, "epoch": 5, "batch_size": 128}
+
+
+def train_config(args: argparse.Namespace, config: Config) -> TrainConfig:
+    """The flags as one TrainConfig: defaults by kind, and every ignored combination refused."""
+    defaults = TEACHER_DEFAULTS if config.is_transformer else STUDENT_DEFAULTS
+    linear = args.use_transformers_optimizer
+    if linear and (args.lr_decay_rate != 1.0 or args.lr_decay_steps is not None):
+        raise UserError("--lr_decay_rate/--lr_decay_steps decay the default optimizer's lr; "
+                        "--use_transformers_optimizer has its own linear schedule")
+    if not args.augmented and (args.criterion not in (None, "CrossEntropyLoss") or args.alpha
+                               or args.augmented_filename):
+        raise UserError("--criterion MSELoss/KLDivLoss, --alpha and --augmented_filename need teacher logits: "
+                        "add --augmented")
+    criterion = args.criterion or ("MSELoss" if args.augmented else "CrossEntropyLoss")
+    if args.temperature is not None and (criterion == "MSELoss" or not args.augmented):
+        raise UserError(f"--temperature is not used by {criterion}" + ("" if args.augmented else " on gold labels"))
+    if args.alpha and config.is_transformer:
+        raise UserError("--alpha mixes gold labels into a student's distillation; teachers train on one target")
+    cfg = TrainConfig(
+        lr=args.lr or defaults["lr"], epoch=args.epoch or defaults["epoch"],
+        batch_size=args.batch_size or defaults["batch_size"], eval_batch_size=args.eval_batch_size,
+        use_transformers_optimizer=linear, lr_decay_rate=args.lr_decay_rate,
+        lr_decay_steps=args.lr_decay_steps or 2,
+        warmup_epoch=args.warmup_epoch if args.warmup_epoch is not None else (0.0 if linear else 4.0),
+        patience=args.patience, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
+        criterion=criterion, temperature=args.temperature or 1.0, alpha=args.alpha, measure=args.measure,
+        augmented=args.augmented, augmented_filename=args.augmented_filename, seed=args.seed, amp=args.amp,
+        save_steps=args.save_steps, resume=args.resume, train_limit=args.train_limit)
+    if linear and cfg.warmup_epoch >= cfg.epoch:
+        raise UserError(f"--warmup_epoch {cfg.warmup_epoch:g} >= --epoch {cfg.epoch}: the learning rate would "
+                        "never reach --lr")
+    if config.is_transformer and not args.bert_model_name_or_path:
+        raise UserError(f"{args.config}: a transformer config needs --bert_model_name_or_path")
+    if not config.is_transformer and (args.bert_model_name_or_path or args.bert_do_lower_case):
+        raise UserError("--bert_model_name_or_path/--bert_do_lower_case are for teacher configs")
+    return cfg
 
 
 # ---------------------------------------------------------------------------

@@ -108,8 +108,22 @@ def _corpus() -> list[str]:
 
 def build_tiny_transformer(directory: Path, family: str) -> Path:
     """A randomly initialised 2-layer encoder of `family` with a tokenizer trained here."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import AutoModel, BertConfig, ElectraConfig, PreTrainedTokenizerFast, RobertaConfig
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import (
+        AutoModel,
+        BertConfig,
+        ElectraConfig,
+        PreTrainedTokenizerFast,
+        RobertaConfig,
+    )
 
     corpus = _corpus()
     if family == "roberta":
@@ -239,3 +253,23 @@ def trained_teacher(teacher_template, data_dir: Path, tmp_path: Path) -> tuple[P
     out = tmp_path / "teacher"
     shutil.copytree(teacher, out)
     return out, config
+
+
+# A separable 3-class task with string labels (two class words among neutral words).
+THREE_CLASS_WORDS = {"positive": POSITIVE, "negative": NEGATIVE, "GetWeather": ["rain", "sunny", "forecast", "weather"]}
+
+
+def write_three_class(d: Path, sizes: tuple[int, int, int]) -> Path:
+    """train/valid/test.txt with `sizes` lines of the 3-class task, labels cycling in sorted order."""
+    d.mkdir(parents=True)
+    for split, n, seed in zip(("train", "valid", "test"), sizes, (1, 2, 3)):
+        rng = random.Random(seed)
+        lines = []
+        for i in range(n):
+            label = sorted(THREE_CLASS_WORDS)[i % 3]
+            words = [rng.choice(NEUTRAL) for _ in range(rng.randint(2, 6))]
+            for _ in range(2):
+                words.insert(rng.randint(0, len(words)), rng.choice(THREE_CLASS_WORDS[label]))
+            lines.append(" ".join(words) + "\t" + label + "\n")
+        (d / f"{split}.txt").write_text("".join(lines))
+    return d

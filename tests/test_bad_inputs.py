@@ -205,10 +205,11 @@ def test_train_defaults_differ_by_kind(student_config, make_teacher_config, data
     for 5 epochs in batches of 128; the default optimizer path waits 4 epochs before decaying,
     the linear schedule warms up for 0 epochs; MSE on teacher logits, CE on gold labels."""
     from config import load_config
+    from training import train_config
 
     def resolved(config: Path, *flags: str):
         args = train.build_parser().parse_args([f"--config={config}", f"--data_dir={data_dir}", *flags])
-        return train.train_config(args, load_config(config))
+        return train_config(args, load_config(config))
 
     teacher = resolved(make_teacher_config("bert"), "--bert_model_name_or_path=x")
     assert (teacher.lr, teacher.epoch, teacher.batch_size) == (2e-5, 3, 32)

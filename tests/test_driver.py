@@ -5,7 +5,6 @@ exactly the steps it feeds; bad input is one ERROR line."""
 from __future__ import annotations
 
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -13,31 +12,19 @@ import pytest
 
 from checkpoint import load_hf_tokenizer
 from config import STUDENT_KINDS
-from conftest import NEGATIVE, NEUTRAL, POSITIVE, ROOT, refused, write_glove, write_student_config
+from conftest import ROOT, THREE_CLASS_WORDS, refused, write_glove, write_student_config, write_three_class
 from dataset import read_ids, read_labels
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import distill  # noqa: E402
 
-WORDS = {"positive": POSITIVE, "negative": NEGATIVE, "GetWeather": ["rain", "sunny", "forecast", "weather"]}
 STUDENTS = sorted(STUDENT_KINDS)
 
 
 def write_data(d: Path) -> Path:
-    """train/valid/test (120/30/30) of a separable 3-class task with string labels."""
-    d.mkdir(parents=True)
-    for split, n, seed in (("train", 120, 1), ("valid", 30, 2), ("test", 30, 3)):
-        rng = random.Random(seed)
-        lines = []
-        for i in range(n):
-            label = sorted(WORDS)[i % 3]
-            words = [rng.choice(NEUTRAL) for _ in range(rng.randint(2, 6))]
-            for _ in range(2):
-                words.insert(rng.randint(0, len(words)), rng.choice(WORDS[label]))
-            lines.append(" ".join(words) + "\t" + label + "\n")
-        (d / f"{split}.txt").write_text("".join(lines))
-    return d
+    """train/valid/test (120/30/30) of the separable 3-class task with string labels."""
+    return write_three_class(d, (120, 30, 30))
 
 
 def write_recipe(path: Path, configs: Path, bow_epochs: int = 2) -> Path:
@@ -65,7 +52,7 @@ def test_distill_driver_runs_skips_and_reruns_by_content(tmp_path, tiny_transfor
     configs = tmp_path / "configs"
     configs.mkdir()
     recipe = write_recipe(tmp_path / "recipe.json", configs)
-    glove = write_glove(tmp_path / "glove.txt", extra=tuple(WORDS["GetWeather"]))
+    glove = write_glove(tmp_path / "glove.txt", extra=tuple(THREE_CLASS_WORDS["GetWeather"]))
     teacher_model = tiny_transformer("roberta")
     work, out, results = tmp_path / "work", tmp_path / "out", tmp_path / "results" / "toy.md"
     argv = [f"--data_dir={source}", f"--teacher={teacher_model}", f"--recipe={recipe}", f"--embedding_path={glove}",

@@ -3,33 +3,21 @@ the alpha-mixed loss, n-gram sampling."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
-
 
 import augment_data
 import evaluate
 import predict
 import preprocess
 import train
-from conftest import NEGATIVE, NEUTRAL, POSITIVE
+from conftest import THREE_CLASS_WORDS, write_three_class
 from dataset import read_labels, write_predictions
 
-LABELS = {"positive": POSITIVE, "negative": NEGATIVE, "GetWeather": ["rain", "sunny", "forecast", "weather"]}
+LABELS = THREE_CLASS_WORDS
 
 
-def write_three_class(d: Path, glove: Path) -> None:
-    d.mkdir()
-    for split, n, seed in (("train", 300, 1), ("valid", 60, 2), ("test", 60, 3)):
-        rng = random.Random(seed)
-        lines = []
-        for i in range(n):
-            label = sorted(LABELS)[i % 3]
-            words = [rng.choice(NEUTRAL) for _ in range(rng.randint(2, 6))]
-            for _ in range(2):
-                words.insert(rng.randint(0, len(words)), rng.choice(LABELS[label]))
-            lines.append(" ".join(words) + "\t" + label + "\n")
-        (d / f"{split}.txt").write_text("".join(lines))
+def write_three_class_with_vectors(d: Path, glove: Path) -> None:
+    write_three_class(d, (300, 60, 60))
     # vectors for the weather words
     with open(glove, "a") as f:
         for i, w in enumerate(LABELS["GetWeather"]):
@@ -38,7 +26,7 @@ def write_three_class(d: Path, glove: Path) -> None:
 
 def test_string_labels_multiclass_and_predict_agrees_with_evaluate(glove_path, student_config, tmp_path, capsys):
     data = tmp_path / "three"
-    write_three_class(data, glove_path)
+    write_three_class_with_vectors(data, glove_path)
     config = student_config("cnn")
     assert preprocess.main([f"--config={config}", f"--data_dir={data}", f"--embedding_path={glove_path}"]) == 0
     assert read_labels(data / "label.txt") == ["GetWeather", "negative", "positive"]
