@@ -11,7 +11,8 @@ Word tokenizers (`tokenizer` in a GloVe student's config):
   `can't` -> `ca n't`, `sweet,` -> `sweet ,`, `up!` -> `up !`; it keeps hyphenated words
   (`well-made`), numbers (`1,000`, `3.5`), abbreviations (`mr.`, `u.s.`), runs of one
   punctuation mark (`...`, `--`, ``` `` ```) and bracketed special tokens (`[MASK]`,
-  `<mask>`) whole. On text that is already tokenized this way (SST-2) it changes nothing.
+  `<mask>`) whole, and writes quotes as PTB does (`"fine"` -> ``` `` fine '' ```). Text that
+  is already tokenized this way (SST-2) comes out nearly unchanged.
 - `whitespace`: split on white space only, for pre-tokenized data.
 - `spacy`: spaCy's English rule-based tokenizer (`spacy.blank("en")`), special tokens kept.
 """
@@ -58,8 +59,15 @@ def glove_split(text: str) -> list[str]:
         # words), which makes this about three times faster.
         if chunk.isalnum():
             tokens.append(chunk)
-        else:
-            tokens.extend(m.group(0) for m in _GLOVE_PATTERN.finditer(chunk))
+            continue
+        pieces = [m.group(0) for m in _GLOVE_PATTERN.finditer(chunk)]
+        for i, piece in enumerate(pieces):
+            # PTB (and so GloVe) writes quotes as `` '' and ` ': opening at the start of a chunk
+            if piece == '"':
+                pieces[i] = "``" if i == 0 and len(pieces) > 1 else "''"
+            elif piece == "'" and i == 0 and len(pieces) > 1:
+                pieces[i] = "`"
+        tokens.extend(pieces)
     return tokens
 
 

@@ -110,16 +110,15 @@ def main(argv: list[str] | None = None) -> int:
             res = read_json(out / f"{args.student}-{data.name}.pt.results.json")
             vocab = read_json(data / "preprocess.glove.json")["vocab_size"]
             rows.append(f"| {copy} | {tokenizer} | {100 * res['accuracy']:.2f} ({res['correct']}/{res['total']}) | "
-                        f"{vocab:,} | {res['ms_per_example']:.3f} |")
+                        f"{vocab:,} |")
         example = next(e.sentence for e in read_examples(source / "test.txt") if " n't " in e.sentence
                        and " , " in e.sentence)
         lines = [f"# Raw text against tokenized text: {STUDENT_KINDS[args.student].title}, gold labels", "",
                  f"`python scripts/raw_text.py --student {args.student} --epochs {args.epochs}` on {cpu_model()}: "
                  f"the student trained {args.epochs} epochs (lr {args.lr:g}) on each copy of SST-2 and tested on "
                  f"the same copy's test.txt. The raw copy joins the PTB tokens as people write them: "
-                 f"`{example}` becomes `{detokenize(example)}`. ms/example: evaluate.py from the raw sentence, "
-                 "batch 1, 1 thread.", "",
-                 "| copy | word tokenizer | test accuracy % | vocabulary | ms/example |", "| --- | --- | --- | --- | --- |",
+                 f"`{example}` becomes `{detokenize(example)}`.", "",
+                 "| copy | word tokenizer | test accuracy % | vocabulary |", "| --- | --- | --- | --- |",
                  *rows, ""]
         atomic_write_text(Path(args.results), "\n".join(lines))
         print(Path(args.results).read_text(encoding="utf-8"))

@@ -31,6 +31,7 @@ GLOVE_CASES = {
     "<mask>": ["<mask>"],
     "the end.": ["the", "end", "."],
     "wait...": ["wait", "..."],
+    '"fine" film, \'truth\'': ["``", "fine", "''", "film", ",", "`", "truth", "'"],
     "a [MASK] film, isn't it?": ["a", "[MASK]", "film", ",", "is", "n't", "it", "?"],
     "mr. moore's 1,000 well-made films in the u.s.!": ["mr.", "moore", "'s", "1,000", "well-made", "films", "in", "the",
                                                       "u.s.", "!"],
