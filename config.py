@@ -101,7 +101,7 @@ class BowConfig:
     """A bag of n-grams (fastText's shape): unigram vectors (from GloVe) and `buckets` hashed
     bigram vectors, averaged, then one linear layer."""
 
-    buckets: int = 1_000_003
+    buckets: int = 65521
 
 
 @dataclass
@@ -240,7 +240,10 @@ class StudentRecipe:
     lr: float
     batch_size: int = 128
     amp: str = "none"
+    criterion: str = "MSELoss"  # on the teacher's logits (train.py --criterion)
+    temperature: float = 1.0  # for KLDivLoss and CrossEntropyLoss
     config: str | None = None  # None: the student's file in configs/
+    set: list[str] = field(default_factory=list)  # config overrides for training (train.py --set)
 
 
 @dataclass
@@ -278,6 +281,10 @@ class Recipe:
                 raise UserError(f"{where}: students.{name}.gold_epochs must be >= 0")
             if s.amp not in AMP_CHOICES:
                 raise UserError(f"{where}: students.{name}.amp must be one of {list(AMP_CHOICES)}")
+            if s.criterion not in CRITERIA:
+                raise UserError(f"{where}: students.{name}.criterion must be one of {list(CRITERIA)}")
+            if s.temperature != 1.0 and s.criterion == "MSELoss":
+                raise UserError(f"{where}: students.{name}.temperature is not used by MSELoss")
         for key, value in positives.items():
             if value <= 0:
                 raise UserError(f"{where}: {key} must be positive, got {value}")

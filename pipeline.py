@@ -169,14 +169,16 @@ def student_steps(recipe: Recipe, name: str, kind: str, data: Path, checkpoint: 
     `kind`, with `extra` train.py flags), then evaluate it on test.txt."""
     s, cfg = recipe.students[name], recipe.student_config(name)
     distill = kind != "gold"
-    targets = ["--augmented", *(extra or ["--criterion=MSELoss"])] if distill else []
+    own = [f"--criterion={s.criterion}"] + ([f"--temperature={s.temperature}"] if s.criterion != "MSELoss" else [])
+    targets = ["--augmented", *(extra or own)] if distill else []
     train_input = data / ("augmented.txt.ids" if distill else "train.txt.ids")
     return [
         Step(f"train {name} {kind}", [
             "train.py", f"--config={cfg}", f"--data_dir={data}", f"--save_path={checkpoint}", f"--lr={s.lr}",
             f"--epoch={s.epochs if distill else s.gold_epochs}", f"--batch_size={s.batch_size}",
             "--use_transformers_optimizer", "--warmup_epoch=0", "--weight_decay=0.0", f"--amp={s.amp}",
-            f"--device={device}", f"--log_dir={runs / f'{name}-{kind}'}", *targets],
+            f"--device={device}", f"--log_dir={runs / f'{name}-{kind}'}", *[f"--set={o}" for o in s.set],
+            *targets],
             [Path(cfg), train_input, data / "valid.txt.ids", data / "vocab.txt"],
             [Path(f"{checkpoint}.train_results.json")]),
         Step(f"evaluate {name} {kind}", ["evaluate.py", f"--config={cfg}", f"--data_dir={data}",

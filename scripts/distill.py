@@ -102,6 +102,11 @@ def teacher_tokenization(teacher: str, recipe: Recipe) -> tuple[bool, str]:
 def student_config_for_data(recipe: Recipe, models: list[str]) -> str:
     """The config preprocess builds the shared vocabulary with; all students must agree on
     the keys that shape the id files."""
+    for m in models:
+        for item in recipe.students[m].set:
+            if item.split("=", 1)[0] in SHARED_KEYS:
+                raise UserError(f"students.{m}.set: {item!r} changes the id files the students share; change the "
+                                "config file of every student instead")
     configs = {m: config_to_dict(load_config(ROOT / recipe.student_config(m))) for m in models}
     first = models[0]
     for m in models[1:]:
