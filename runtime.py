@@ -60,6 +60,9 @@ class Bundle:
             from tokenizers import Tokenizer
 
             self.subwords = Tokenizer.from_file(str(path / "tokenizer.json"))
+            # sentence-transformers ship tokenizer.json with fixed padding to 128: ids of pad
+            # tokens would count as words (and cost time). Pad per batch here, as training did.
+            self.subwords.no_padding()
             self.subwords.enable_truncation(self.n_ctx)
             self.special = list(meta["special_tokens"])
             self.encode = self._encode_subwords  # type: ignore[method-assign]

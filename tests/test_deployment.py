@@ -74,7 +74,13 @@ def test_cnn_bundle_onnx_gives_pytorch_logits(tmp_path):
 
 
 def test_teacher_bundle_tokenizes_and_scores_as_pytorch(tmp_path, tiny_transformer):
-    predictor = Predictor.load(random_teacher(tmp_path, tiny_transformer("bert")))
+    teacher = random_teacher(tmp_path, tiny_transformer("bert"))
+    # as sentence-transformers ship it (all-MiniLM-L6-v2): fixed padding in tokenizer.json
+    spec = json.loads((teacher / "tokenizer.json").read_text())
+    spec["padding"] = {"strategy": {"Fixed": 32}, "direction": "Right", "pad_to_multiple_of": None, "pad_id": 0,
+                       "pad_type_id": 0, "pad_token": "[PAD]"}
+    (teacher / "tokenizer.json").write_text(json.dumps(spec))
+    predictor = Predictor.load(teacher)
     out = predictor.export_bundle(tmp_path / "bundle")
     assert (out / "tokenizer.json").exists() and not (out / "vocab.txt").exists()
     bundle = Bundle.load(out)
