@@ -6,14 +6,23 @@ PY := $(VENV)/bin/python
 # The shared offline SST-2 copy, when this checkout sits beside it; override with SST2_DIR=...
 SST2_DIR ?= $(abspath $(firstword $(wildcard ../shared/data/sst2)))
 export SST2_DIR
-# make distill DATA=dir [TEACHER=hf-model-dir] [TEACHER_CONFIG=configs/...] [RECIPE=configs/recipe-....json] [MODELS=a,b]
+# make distill DATA=dir [TEACHER=classifier-or-encoder] [TEACHER_CONFIG=configs/...] [TEACHER_LOGITS=scores.jsonl]
+#              [UNLABELED=text.txt] [LABEL_MAP=A=0,B=1] [TRANSFER=augmented|unlabeled|both]
+#              [RECIPE=configs/recipe-....json] [MODELS=a,b]
 DATA ?=
-TEACHER ?= embeddings/all-MiniLM-L6-v2
+TEACHER ?=
 TEACHER_CONFIG ?=
+TEACHER_LOGITS ?=
+UNLABELED ?=
+LABEL_MAP ?=
+TRANSFER ?=
 RECIPE ?=
 MODELS ?=
 export MODELS
-DISTILL_ARGS := $(if $(DATA),--data_dir=$(DATA)) --teacher=$(TEACHER) $(if $(TEACHER_CONFIG),--teacher_config=$(TEACHER_CONFIG)) $(if $(RECIPE),--recipe=$(RECIPE))
+DISTILL_ARGS := $(if $(DATA),--data_dir=$(DATA)) $(if $(TEACHER),--teacher=$(TEACHER)) \
+	$(if $(TEACHER_CONFIG),--teacher_config=$(TEACHER_CONFIG)) $(if $(TEACHER_LOGITS),--teacher_logits=$(TEACHER_LOGITS)) \
+	$(if $(UNLABELED),--unlabeled=$(UNLABELED)) $(if $(LABEL_MAP),--label_map=$(LABEL_MAP)) \
+	$(if $(TRANSFER),--transfer=$(TRANSFER)) $(if $(RECIPE),--recipe=$(RECIPE))
 
 .PHONY: setup data embeddings test demo distill ablation bench peers raw-text gpu-check clean
 
@@ -40,7 +49,7 @@ embeddings/all-MiniLM-L6-v2/config.json: | $(VENV)/.installed
 embeddings: embeddings/glove.6B.50d.txt embeddings/all-MiniLM-L6-v2/config.json
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs tests
 
 # The whole loop on a 3,000-sentence subset of SST-2: minutes, prints results/sst2-demo.md.
 demo: setup data embeddings

@@ -198,7 +198,8 @@ def augment_one(
     return result
 
 
-# Worker state, set once per process by `_init_worker` (the vocabulary is large).
+# A pool worker's state, set once per worker process by `_init_worker` (the vocabulary is
+# large, so it is not sent with every task); a serial run never touches it.
 _WORKER: dict = {}
 
 
@@ -226,9 +227,8 @@ def augment_all(
     tasks = ((i, toks, tag_lists[i] if tag_lists is not None else None) for i, toks in enumerate(token_lists))
     total = len(token_lists)
     if not num_workers:
-        _init_worker(pos_vocab, params, seed)
-        for task in tqdm(tasks, total=total, desc="augmenting", unit="sent"):
-            yield _augment_task(task)
+        for index, tokens, tags in tqdm(tasks, total=total, desc="augmenting", unit="sent"):
+            yield augment_one(index, tokens, tags, pos_vocab, params, seed)
         return
     # fork (where available) shares the parent's imports and vocabulary without pickling;
     # the workers only run pure Python, so forking after spaCy/torch imports is safe.

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from augment import AugmentParams, build_pos_vocab, pos_tag, write_augmented
 from dataset import read_examples
-from tokenization import WORD_TOKENIZERS, WordTokenizer
+from runtime import WORD_TOKENIZERS, WordTokenizer
 from util import (UserError, atomic_path, bounded, non_negative,
-                  probability, run_main, set_seed, setup_logging, write_json)
+                  probability, run_main, set_seed, write_json)
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p_ng", type=probability, default=0.25, help="per-draw n-gram probability")
     p.add_argument("--max_ng", type=bounded(int, 1, low_inclusive=True), default=5, help="largest n-gram length")
     p.add_argument("--n_iter", type=non_negative(int), default=20, help="draws per sentence")
-    p.add_argument("--lower", action="store_true", help="lower-case sentences first")
+    p.add_argument("--lowercase", action="store_true", help="lower-case sentences first")
     p.add_argument("--parallel", action="store_true", help="run the draws in a process pool")
     p.add_argument("--num_workers", type=bounded(int, 1, low_inclusive=True),
                    help="pool size with --parallel (default: the CPU count)")
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spacy: POS-tag the tokens for same-POS swaps; none: no swaps")
     p.add_argument("--tokenizer", choices=WORD_TOKENIZERS, default="glove",
                    help="how sentences are split into the tokens that are masked, swapped and tagged: the "
-                        "students' word tokenizer (tokenization.py)")
+                        "students' word tokenizer (runtime.py)")
     p.add_argument("--no_augment", action="store_true", help="only copy the (normalised) sentences through")
     p.add_argument("--preserve_label", action="store_true", help="write each source label instead of --dummy_label")
     p.add_argument("--dummy_label", default="0", help="label written without --preserve_label")
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--mask_token {args.mask_token!r}: must be non-empty, without whitespace")
     start = time.perf_counter()
     rows = read_examples(args.input)
-    token_lists = WordTokenizer(args.tokenizer, args.lower).many(r.sentence for r in rows)
+    token_lists = WordTokenizer(args.tokenizer, args.lowercase).many(r.sentence for r in rows)
     labels = [r.label if args.preserve_label else args.dummy_label for r in rows]
     output = Path(args.output)
     n_out = 0
@@ -109,7 +109,6 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Parse flags and run the stage; returns the exit code (1 on a user error)."""
     args = build_parser().parse_args(argv)
-    setup_logging()
     return run_main(lambda: run(args), logger)
 
 

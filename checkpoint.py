@@ -5,27 +5,37 @@
   `lowercase`, `n_ctx`), the `vocab` (line i is token id i), the sorted `labels`, the
   weights (`model`), and `state`: epoch, global step, best metric and epoch, and, in the
   resumable `<path>.last`, the optimizer, scheduler, history and RNG states.
-- A **teacher directory** holds the encoder's Hugging Face `config.json`, its tokenizer
-  files, `model.safetensors` (the whole classifier: encoder and head), `distil_config.json`
-  (`format`, our `config`, `labels`, `lowercase`, `mask_token`) and, in its resumable
-  `last/` copy, `training_state.pt` (optimizer, scheduler, counters, RNG; weights_only).
+- A **teacher directory** from train.py holds its tokenizer files, `distil_config.json`
+  (`format`, our `config`, `labels`, `lowercase`, `mask_token`), and either (head `hf`) a
+  Hugging Face `*ForSequenceClassification` model as `save_pretrained` writes it (its
+  `config.json` with `id2label`, `model.safetensors`), which `transformers` loads unchanged,
+  or (the seed's heads `cls`/`mean`) the encoder's `config.json` and `model.safetensors`
+  with our weight names. Its resumable `last/` copy adds `training_state.pt` (optimizer,
+  scheduler, counters, RNG; weights_only).
+- **Anyone's fine-tuned classifier**, a directory or hub name that
+  `AutoModelForSequenceClassification` loads, is a teacher as it is: its head, its
+  `id2label`, its tokenizer's lower-casing and mask token.
 
 Nothing here unpickles a file a user hands in: `torch.load(weights_only=True)` refuses
-pickles that would run code, and teacher weights are safetensors.
+pickles that would run code, teacher weights are safetensors (or, from the hub, whatever
+`from_pretrained` reads with weights_only), and no remote code is run.
 """
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
 
 from config import STUDENT_ONLY_KEYS, Config, config_from_dict, config_to_dict
-from model import GloveStudent, TransformerClassifier, build_student
-from util import UserError, atomic_path, read_json, write_json
+from dataset import tokenizer_lowercases
+from model import GloveStudent, SequenceClassifier, TransformerClassifier, build_student
+from util import UserError, atomic_path, current_umask, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -102,27 +112,77 @@ def load_student(path: str | Path, device: torch.device | str = "cpu") -> Studen
 # Teachers
 # ---------------------------------------------------------------------------
 
-def is_teacher_dir(path: str | Path) -> bool:
-    """Whether `path` is a teacher directory written by train.py."""
-    return (Path(path) / "distil_config.json").is_file()
+TEACHER_META = "distil_config.json"
 
 
-def save_teacher(out_dir: str | Path, model: TransformerClassifier, config: Config, tokenizer: Any,
-                 labels: list[str], lowercase: bool, state: dict | None = None) -> None:
-    """Write a teacher directory; `model.safetensors` last, so its presence marks a complete save."""
+def hf_architectures(path: str | Path) -> list[str]:
+    """The `architectures` a Hugging Face model directory (or hub name) declares."""
+    from transformers import AutoConfig
+
+    path = str(path)
+    if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
+        raise UserError(f"{path}: not a Hugging Face model directory (no config.json)")
+    if Path(path).is_file():
+        raise UserError(f"{path}: is a file; a teacher is a Hugging Face model directory or hub name")
+    try:
+        return list(AutoConfig.from_pretrained(path).architectures or [])
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: cannot read a Hugging Face model config: {str(e).splitlines()[0]}") from e
+
+
+def is_teacher(path: str | Path) -> bool:
+    """Whether `path` is a ready teacher (a directory from train.py, or any Hugging Face
+    `*ForSequenceClassification` model), rather than an encoder to fine-tune first."""
+    if (Path(path) / TEACHER_META).is_file():
+        return True
+    return any(a.endswith("ForSequenceClassification") for a in hf_architectures(path))
+
+
+def teacher_labels(path: str | Path) -> list[str]:
+    """A ready teacher's labels in its own logit order, read without loading its weights
+    (our record, or the classifier's `id2label`)."""
+    meta_path = Path(path) / TEACHER_META
+    if meta_path.is_file():
+        return [str(x) for x in read_teacher_meta(path)["labels"]]
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: cannot read a Hugging Face model config: {str(e).splitlines()[0]}") from e
+    return [str(config.id2label[i]) for i in range(config.num_labels)]
+
+
+def save_teacher(out_dir: str | Path, model: TransformerClassifier | SequenceClassifier, config: Config,
+                 tokenizer: Any, labels: list[str], lowercase: bool, state: dict | None = None) -> None:
+    """Write a teacher directory; the weights last, so their presence marks a complete save.
+
+    The `hf` head is written by the library itself (`save_pretrained`: config with
+    `id2label`, `model.safetensors`), so `transformers` loads the directory unchanged; the
+    seed's heads write the encoder's config and our own weight names."""
+    import tempfile
+
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.encoder.config.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    write_json(out_dir / "distil_config.json", {
+    write_json(out_dir / TEACHER_META, {
         "format": CHECKPOINT_FORMAT, "config": config_to_dict(config), "labels": list(labels),
         "lowercase": lowercase, "mask_token": tokenizer.mask_token,
     })
     if state is not None:
         with atomic_path(out_dir / "training_state.pt") as tmp:
             torch.save(state, tmp)
+    if isinstance(model, SequenceClassifier):
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            model.hf.save_pretrained(tmp)
+            written = sorted(Path(tmp).iterdir(), key=lambda f: f.suffix == ".safetensors")  # weights last
+            for f in written:
+                os.chmod(f, 0o666 & ~current_umask())
+                os.replace(f, out_dir / f.name)
+        return
+    model.encoder.config.save_pretrained(out_dir)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out_dir / "model.safetensors") as tmp:
         save_file(tensors, str(tmp))
@@ -130,9 +190,11 @@ def save_teacher(out_dir: str | Path, model: TransformerClassifier, config: Conf
 
 @dataclass
 class TeacherCheckpoint:
-    """A loaded teacher directory."""
+    """A loaded teacher: `model(ids, lengths)` gives logits in the order of `labels` (the
+    teacher's own, e.g. a classifier's `id2label`; map them to a data set's labels by name
+    with `dataset.teacher_columns`)."""
 
-    model: TransformerClassifier
+    model: TransformerClassifier | SequenceClassifier
     config: Config
     tokenizer: Any
     labels: list[str]
@@ -155,35 +217,70 @@ def load_hf_tokenizer(path: str | Path) -> Any:
 
 def read_teacher_meta(out_dir: str | Path) -> dict:
     """A teacher directory's `distil_config.json` (config, labels, lower-casing, mask token)."""
-    meta_path = Path(out_dir) / "distil_config.json"
-    if not meta_path.exists() or not (Path(out_dir) / "model.safetensors").exists():
-        raise UserError(f"{out_dir}: not a teacher directory from train.py (needs distil_config.json and "
-                        "model.safetensors)")
+    meta_path = Path(out_dir) / TEACHER_META
     meta = read_json(meta_path)
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{meta_path}: not a distil-glove teacher description")
     return meta
 
 
-def load_teacher(out_dir: str | Path, device: torch.device | str = "cpu") -> TeacherCheckpoint:
-    """Rebuild a fine-tuned teacher from its directory alone (model in eval mode)."""
+def load_teacher(path: str | Path, device: torch.device | str = "cpu") -> TeacherCheckpoint:
+    """Rebuild a teacher (model in eval mode): a directory from train.py, or any Hugging Face
+    sequence classifier (directory or hub name), used as is with its own head and labels."""
+    meta = read_teacher_meta(path) if (Path(path) / TEACHER_META).is_file() else None
+    if meta is not None and meta["config"].get("enc_class") != "hf":
+        return _load_seed_head_teacher(Path(path), meta, device)
+    model = load_sequence_classifier(path)
+    tokenizer = load_hf_tokenizer(path)
+    id2label = model.config.id2label
+    labels = [str(id2label[i]) for i in range(model.config.num_labels)]
+    if len(set(labels)) != len(labels):
+        raise UserError(f"{path}: its id2label has duplicate names {labels}")
+    if meta is not None:  # trained here with the hf head: our record of its tokenization
+        config = config_from_dict(meta["config"], f"{Path(path) / TEACHER_META} (config)")
+        lowercase = bool(meta.get("lowercase", False))
+    else:  # anyone's classifier: its tokenizer decides, up to the model's own length limit
+        n_ctx = min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512,
+                    int(getattr(model.config, "max_position_embeddings", 512) or 512))
+        config = config_from_dict({"emb_class": "auto", "enc_class": "hf", "n_ctx": n_ctx}, f"{path}")
+        lowercase = tokenizer_lowercases(tokenizer)
+    classifier = SequenceClassifier(model)
+    classifier.to(device).eval()
+    return TeacherCheckpoint(classifier, config, tokenizer, labels, lowercase)
+
+
+def load_sequence_classifier(path: str | Path, **kwargs: Any) -> nn.Module:
+    """`AutoModelForSequenceClassification.from_pretrained` (weights read with weights_only, no
+    remote code); a failure is one UserError line."""
+    from transformers import AutoModelForSequenceClassification
+
+    if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
+        raise UserError(f"{path}: not a Hugging Face model directory (no config.json)")
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"{path}: cannot load a Hugging Face sequence classifier: {str(e).splitlines()[0]}") from e
+
+
+def _load_seed_head_teacher(out_dir: Path, meta: dict, device: torch.device | str) -> TeacherCheckpoint:
+    """A teacher with the seed's `cls` or `mean` head (encoder + our linear layer)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     from transformers import AutoConfig
 
-    out_dir = Path(out_dir)
-    meta = read_teacher_meta(out_dir)
     # versions before 2026-12 also stored the students' keys with their defaults; they mean nothing here
     stored = {k: v for k, v in meta["config"].items() if k not in STUDENT_ONLY_KEYS}
-    config = config_from_dict(stored, f"{out_dir / 'distil_config.json'} (config)")
+    config = config_from_dict(stored, f"{out_dir / TEACHER_META} (config)")
     labels = list(meta["labels"])
+    weights_path = out_dir / "model.safetensors"
+    if not weights_path.is_file():
+        raise UserError(f"{out_dir}: no model.safetensors (an unfinished save?)")
     try:
         encoder_config = AutoConfig.from_pretrained(out_dir)
     except (OSError, ValueError) as e:
         raise UserError(f"{out_dir}: cannot read the encoder config: {str(e).splitlines()[0]}") from e
     tokenizer = load_hf_tokenizer(out_dir)
     model = TransformerClassifier(encoder_config, len(labels), config.dropout, head=config.enc_class)
-    weights_path = out_dir / "model.safetensors"
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError) as e:
@@ -196,19 +293,29 @@ def load_teacher(out_dir: str | Path, device: torch.device | str = "cpu") -> Tea
     return TeacherCheckpoint(model, config, tokenizer, labels, bool(meta.get("lowercase", False)))
 
 
-def load_pretrained_teacher(path: str | Path, num_labels: int, dropout: float, head: str) -> TransformerClassifier:
-    """A teacher whose encoder is read from a Hugging Face model directory (or hub name)."""
+def load_pretrained_teacher(path: str | Path, labels: list[str], config: Config
+                            ) -> TransformerClassifier | SequenceClassifier:
+    """A teacher to fine-tune: the encoder read from a Hugging Face model directory (or hub
+    name) with a new head, the seed's (`cls`, `mean`) or the library's own (`hf`, whose
+    `id2label` is `labels`)."""
     from transformers import AutoConfig, AutoModel
 
     path = str(path)
     if Path(path).is_dir() and not (Path(path) / "config.json").exists():
         raise UserError(f"{path}: not a Hugging Face model directory (no config.json)")
+    if config.enc_class == "hf":
+        if is_teacher(path):
+            raise UserError(f"{path}: is already a fine-tuned classifier; distill it as it is (TEACHER=, "
+                            "--bert_output_dir) or fine-tune its encoder")
+        return SequenceClassifier(load_sequence_classifier(
+            path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)}))
     try:
         encoder_config = AutoConfig.from_pretrained(path)
         encoder = AutoModel.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: cannot load a Hugging Face encoder: {str(e).splitlines()[0]}") from e
-    return TransformerClassifier(encoder_config, num_labels, dropout, head=head, encoder=encoder)
+    return TransformerClassifier(encoder_config, len(labels), config.dropout, head=config.enc_class, encoder=encoder)
 
 
 def load_training_state(path: str | Path) -> dict:

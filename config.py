@@ -6,7 +6,8 @@
 
 Loading refuses unknown keys, missing required keys and wrong types, naming the key and the
 file; `validate` methods refuse values and combinations that would be ignored. This module is
-plain data: it imports nothing of ours but `util`, and `model.py` reads it, not the other way.
+plain data: of ours it imports only `util` and the torch-free `runtime` (to name the word
+tokenizers and build a student's text-to-ids), and `model.py` reads it, not the other way.
 """
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tokenization import WORD_TOKENIZERS
+from runtime import WORD_TOKENIZERS, WordIds, WordTokenizer
 from util import UserError, read_json
 
 # Model families whose tokenizer and encoder come from a Hugging Face directory.
 TRANSFORMER_FAMILIES = ("bert", "roberta", "electra", "auto")
 GLOVE_FAMILY = "glove"
-# Teacher heads: a linear layer over the first token (`cls`) or the mean of the real tokens.
-TEACHER_HEADS = ("cls", "mean")
+# Teacher heads: the seed's linear layer over the first token (`cls`) or over the mean of the
+# real tokens (`mean`), or the Hugging Face library's own sequence-classification head (`hf`:
+# the teacher is saved as a `*ForSequenceClassification` directory that `transformers` loads).
+TEACHER_HEADS = ("cls", "mean", "hf")
 AMP_CHOICES = ("none", "bf16", "fp16")
 CRITERIA = ("CrossEntropyLoss", "MSELoss", "KLDivLoss")
 
@@ -98,10 +101,13 @@ class LSTMConfig:
 
 @dataclass
 class BowConfig:
-    """A bag of n-grams (fastText's shape): unigram vectors (from GloVe) and `buckets` hashed
-    bigram vectors, averaged, then one linear layer."""
+    """A bag of n-grams: word vectors (from GloVe) and `buckets` hashed vectors of the 2- to
+    `ngrams`-grams, averaged, then the ReLU layers `hidden` (none: fastText's linear model;
+    some: a deep averaging network), then the output layer."""
 
-    buckets: int = 65521
+    buckets: int = 2_000_003
+    ngrams: int = 2
+    hidden: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -112,7 +118,7 @@ class Config:
     (`bert`, `roberta`, `electra`, `auto`: all load through `AutoModel`).
     `enc_class` is the encoder on top: a name in `STUDENT_KINDS` for students; `cls` or
     `mean` (see TEACHER_HEADS) for transformers. The keys after `n_ctx` and `dropout` are the
-    students' own; `tokenizer` is how a student splits words (tokenization.py).
+    students' own; `tokenizer` is how a student splits words (runtime.py).
     """
 
     emb_class: str
@@ -138,6 +144,13 @@ class Config:
     def is_transformer(self) -> bool:
         return self.emb_class in TRANSFORMER_FAMILIES
 
+    def word_ids(self, vocab: list[str]) -> WordIds:
+        """A GloVe student's text-to-ids over `vocab` (runtime.py), with its n-gram features
+        when it is a bag of n-grams."""
+        bow = self.bow
+        return WordIds(vocab, WordTokenizer(self.tokenizer, self.lowercase), self.n_ctx, self.unk_token_id,
+                       bow.ngrams if bow else 1, bow.buckets if bow else 0)
+
     def validate(self, where: str, keys: set[str] | None = None) -> None:
         """Check what the types cannot: known classes, the right sections, sizes > 0, and no
         key (among `keys`, those the file set) that this kind of model would ignore."""
@@ -160,8 +173,11 @@ class Config:
                 # sizes are ints, lists of ints or lists of lists of ints: all must be > 0
                 flat = [v for item in (value if isinstance(value, list) else [value])
                         for v in (item if isinstance(item, list) else [item])]
-                if not flat or any(v <= 0 for v in flat):
+                if (not flat and key != "hidden") or any(v <= 0 for v in flat):
                     raise UserError(f"{where}: {name}.{key} must be positive, got {value!r}")
+        if self.is_transformer and self.enc_class == "hf" and "dropout" in (keys or set()):
+            raise UserError(f"{where}: key 'dropout' is not used by the 'hf' head, which keeps its model config's "
+                            "dropout; remove it")
         if self.is_transformer:
             ignored = sorted((keys or set()) & set(STUDENT_ONLY_KEYS))
             if ignored:
@@ -169,6 +185,11 @@ class Config:
                                 "takes its tokenization from its tokenizer")
         if self.densenet is not None and len({len(row) for row in self.densenet.kernel_sizes}) != 1:
             raise UserError(f"{where}: densenet.kernel_sizes must be a grid (every row the same number of branches)")
+        if self.densenet is not None and len(self.densenet.kernel_sizes) < 2:
+            # depth 1 would have no growth layer: the final 1x1 conv's input width would not
+            # be in_dim + num_filters * branches
+            raise UserError(f"{where}: densenet.kernel_sizes needs at least 2 rows (depths), got "
+                            f"{len(self.densenet.kernel_sizes)}")
         if self.tokenizer not in WORD_TOKENIZERS:
             raise UserError(f"{where}: unknown tokenizer {self.tokenizer!r}; expected one of {list(WORD_TOKENIZERS)}")
         if self.fc_hidden_size < 0:
@@ -211,6 +232,8 @@ class TrainConfig:
     measure: str = "accuracy"
     augmented: bool = False
     augmented_filename: str | None = None
+    transfer: str = "both"  # with augmented: the transfer set's sources to learn from (dataset.TRANSFER_CHOICES)
+    optimizer: str = "adamw"  # or "sgd" (fastText's training)
     seed: int = 42
     amp: str = "none"
     save_steps: int = 0
@@ -244,6 +267,8 @@ class StudentRecipe:
     temperature: float = 1.0  # for KLDivLoss and CrossEntropyLoss
     config: str | None = None  # None: the student's file in configs/
     set: list[str] = field(default_factory=list)  # config overrides for training (train.py --set)
+    optimizer: str = "adamw"  # train.py --optimizer: adamw (linear schedule, no weight decay) or sgd
+    seeds: int = 1  # runs with seeds 42, 43, ...: the table gives their mean and standard deviation
 
 
 @dataclass
@@ -259,6 +284,10 @@ class Recipe:
     mask_token: str | None = None  # None: the teacher tokenizer's own
     label_batch_size: int = 128
     label_amp: str = "bf16"
+    # what the students learn from: "augmented" (the training sentences and their augmentations),
+    # "unlabeled" (the training sentences and the unlabeled text), "both"; None: "both" when
+    # unlabeled text is given, else "augmented"
+    transfer: str | None = None
 
     def validate(self, where: str) -> None:
         """Known students, a recipe for each model, sizes and choices in range."""
@@ -285,6 +314,9 @@ class Recipe:
                 raise UserError(f"{where}: students.{name}.criterion must be one of {list(CRITERIA)}")
             if s.temperature != 1.0 and s.criterion == "MSELoss":
                 raise UserError(f"{where}: students.{name}.temperature is not used by MSELoss")
+            if s.optimizer not in ("adamw", "sgd"):
+                raise UserError(f"{where}: students.{name}.optimizer must be 'adamw' or 'sgd'")
+            positives[f"students.{name}.seeds"] = s.seeds
         for key, value in positives.items():
             if value <= 0:
                 raise UserError(f"{where}: {key} must be positive, got {value}")
@@ -292,6 +324,8 @@ class Recipe:
             raise UserError(f"{where}: label_amp must be one of {list(AMP_CHOICES)}")
         if self.ngram_mode not in ("mask", "sample"):
             raise UserError(f"{where}: ngram_mode must be 'mask' or 'sample'")
+        if self.transfer not in (None, "augmented", "unlabeled", "both"):
+            raise UserError(f"{where}: transfer must be 'augmented', 'unlabeled', 'both' or null")
 
     def student_config(self, name: str) -> str:
         """The config file the recipe trains student `name` with."""
@@ -414,5 +448,6 @@ def config_to_dict(config: Any) -> dict:
     keeps only the keys that mean something for it."""
     data = {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
     if isinstance(config, Config) and config.is_transformer:
-        data = {k: v for k, v in data.items() if k not in STUDENT_ONLY_KEYS}
+        unused = (*STUDENT_ONLY_KEYS, "dropout") if config.enc_class == "hf" else STUDENT_ONLY_KEYS
+        data = {k: v for k, v in data.items() if k not in unused}
     return data

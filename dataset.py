@@ -1,24 +1,24 @@
-"""Files to tensors: the formats the stages exchange, each written and read here.
+"""The files the stages exchange, each format written and read here (text to ids is
+runtime.py's; this module turns files into the arrays and tensors training reads).
 
 Formats (UTF-8, one example a line, `\\n` endings; CRLF, a BOM and a missing last newline
 are accepted on reading):
 
 - raw data (`train.txt`, `valid.txt`, `test.txt`, `augmented.raw`): `sentence<TAB>label`.
+- unlabeled text (`--unlabeled`): one sentence a line.
 - `label.txt`: the label strings, sorted, one a line; line i is label id i.
 - `vocab.txt` + `embedding.npy`: the GloVe student vocabulary (line i is token id i;
   `<pad>` is 0, `<unk>` is 1) and its `[vocab, dim]` float32 matrix.
-- id-mapped files, `X.ids` (GloVe vocabulary) or `X.fs` (a transformer tokenizer):
-  `id id id ...<TAB>target`, target a label id, or `-1` when the label is not one of the
-  training labels (augmented sentences carry a placeholder label), or space-separated
-  teacher logits (`augmented.txt.ids`).
-- teacher predictions, `X.pred`: `sentence<TAB>logit_0 logit_1 ...`, one line per input
-  line, same order; floats written with `repr` so they read back bit for bit.
+- id-mapped splits, `X.txt.ids` (GloVe vocabulary) or `X.txt.fs` (a teacher's tokenizer):
+  `id id id ...<TAB>label id` (-1: a label the training set lacks).
+- the transfer set (`transfer.txt`) and its id file: see "The transfer set" below.
+- teacher scores from elsewhere (`--teacher_logits`, JSONL): see `read_teacher_scores`.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from tokenization import WordTokenizer, lowercase_outside
+from runtime import pad_ids
 from util import UserError, atomic_path, read_json, require_file
 
 logger = logging.getLogger(__name__)
@@ -177,18 +177,22 @@ def read_glove(path: str | Path, wanted: set[str] | None, expected_dim: int) -> 
     return vectors
 
 
-def build_vocab(
-    token_lists: Iterable[list[str]], glove: dict[str, np.ndarray], pad_token: str, unk_token: str, dim: int
-) -> tuple[list[str], np.ndarray]:
-    """Vocabulary = `<pad>`, `<unk>`, then the data's tokens that GloVe knows, most frequent
-    first (ties alphabetical). Returns the token list and its `[vocab, dim]` matrix;
-    `<pad>` is zeros (padding contributes nothing), `<unk>` the mean GloVe vector."""
-    counts: dict[str, int] = {}
+def count_tokens(token_lists: Iterable[list[str]], counts: dict[str, int] | None = None) -> dict[str, int]:
+    """How often each token occurs (added to `counts` when given)."""
+    counts = {} if counts is None else counts
     for tokens in token_lists:
         for token in tokens:
-            if token in glove:
-                counts[token] = counts.get(token, 0) + 1
-    words = sorted(counts, key=lambda w: (-counts[w], w))
+            counts[token] = counts.get(token, 0) + 1
+    return counts
+
+
+def build_vocab(
+    counts: dict[str, int], glove: dict[str, np.ndarray], pad_token: str, unk_token: str, dim: int
+) -> tuple[list[str], np.ndarray]:
+    """Vocabulary = `<pad>`, `<unk>`, then the data's tokens (`counts`) that GloVe knows, most
+    frequent first (ties alphabetical). Returns the token list and its `[vocab, dim]` matrix;
+    `<pad>` is zeros (padding contributes nothing), `<unk>` the mean GloVe vector."""
+    words = sorted((w for w in counts if w in glove), key=lambda w: (-counts[w], w))
     vocab = [pad_token, unk_token, *words]
     matrix = np.zeros((len(vocab), dim), dtype=np.float32)
     if words:
@@ -220,56 +224,11 @@ def read_vocab(data_dir: Path) -> tuple[list[str], np.ndarray]:
     return vocab, matrix
 
 
-class GloveEncoder:
-    """Sentence → ids under a fixed student vocabulary, with the student's word tokenizer,
-    truncated to `n_ctx` (at least one id: an empty sentence is `<unk>`)."""
-
-    def __init__(self, vocab: Sequence[str], tokenizer: WordTokenizer, n_ctx: int, unk_id: int = 1):
-        self.index = {t: i for i, t in enumerate(vocab)}
-        self.tokenizer = tokenizer
-        self.n_ctx = n_ctx
-        self.unk_id = unk_id
-
-    def __call__(self, sentence: str) -> list[int]:
-        tokens = self.tokenizer(sentence)[: self.n_ctx]
-        return [self.index.get(t, self.unk_id) for t in tokens] or [self.unk_id]
-
-    def encode_many(self, sentences: Sequence[str]) -> list[list[int]]:
-        """Ids for each sentence."""
-        return [self(s) for s in sentences]
-
-
 def tokenizer_lowercases(tokenizer) -> bool:
     """Whether a Hugging Face tokenizer lower-cases text itself (an uncased BERT does, RoBERTa
     does not): it gives cased and lower-cased text the same tokens."""
     sample = "The Quick Brown Fox Jumps Over The Lazy Dog"
     return tokenizer.tokenize(sample) == tokenizer.tokenize(sample.lower())
-
-
-class TransformerEncoder:
-    """Sentence → ids with a Hugging Face tokenizer (special tokens added), truncated to `n_ctx`.
-
-    `lowercase` lower-cases the text outside the tokenizer's special tokens: lower-casing
-    `[MASK]` too would make `[mask]`, which a BERT tokenizer splits into `[`, `mask`, `]`.
-    """
-
-    def __init__(self, tokenizer, lowercase: bool, n_ctx: int):
-        self.tokenizer = tokenizer
-        self.lowercase = lowercase
-        self.n_ctx = n_ctx
-        self.keep = list(tokenizer.all_special_tokens)
-
-    def prepare(self, sentence: str) -> str:
-        """The text the tokenizer sees."""
-        return lowercase_outside(sentence, self.keep) if self.lowercase else sentence
-
-    def encode_many(self, sentences: Sequence[str], batch_size: int = 4096) -> list[list[int]]:
-        """Tokenize in batches (the fast tokenizer parallelises a batch)."""
-        out: list[list[int]] = []
-        for start in range(0, len(sentences), batch_size):
-            chunk = [self.prepare(s) for s in sentences[start:start + batch_size]]
-            out.extend(self.tokenizer(chunk, truncation=True, max_length=self.n_ctx)["input_ids"])
-        return out
 
 
 # `preprocess.py` records how it made a data directory's `.fs` files (tokenizer, lower-casing,
@@ -287,103 +246,316 @@ def read_tokenization_record(data_dir: Path) -> dict | None:
 
 
 # ---------------------------------------------------------------------------
-# Id-mapped files and teacher predictions
+# A teacher's labels against the data's
 # ---------------------------------------------------------------------------
 
-def write_ids(path: str | Path, ids: Sequence[Sequence[int]], targets: Sequence) -> None:
-    """Write an id-mapped file; a target is an int label id or a sequence of logits."""
+def parse_label_map(text: str | None) -> dict[str, str]:
+    """`--label_map NEGATIVE=0,POSITIVE=1` as {teacher label: data label}."""
+    mapping: dict[str, str] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, target = item.partition("=")
+        if not sep or not name.strip() or not target.strip():
+            raise UserError(f"--label_map {text!r}: expected TEACHER_LABEL=DATA_LABEL pairs separated by commas")
+        if name.strip() in mapping:
+            raise UserError(f"--label_map {text!r}: {name.strip()!r} is mapped twice")
+        mapping[name.strip()] = target.strip()
+    return mapping
+
+
+def teacher_columns(teacher_labels: Sequence[str], data_labels: Sequence[str], label_map: dict[str, str],
+                    teacher: str) -> list[int]:
+    """For each data label (in id order), the teacher's logit column with that label, matched
+    by name: `logits[:, columns]` puts a teacher's scores in the data's label order.
+
+    Names match as they are, or through `label_map` ({teacher label: data label}); a teacher
+    whose names are the default `LABEL_0..LABEL_k-1` matches data labels `0..k-1` by index.
+    Anything else (a label on one side only, a map that is not one-to-one) is a UserError
+    naming both label sets and the option that maps them."""
+    default_names = [f"LABEL_{i}" for i in range(len(teacher_labels))]
+    if label_map:
+        unknown = sorted(set(label_map) - set(teacher_labels))
+        if unknown:
+            raise UserError(f"--label_map names {unknown[0]!r}, which {teacher} does not have; its labels are "
+                            f"{list(teacher_labels)}")
+        renamed = [label_map.get(t, t) for t in teacher_labels]
+    elif list(teacher_labels) == default_names and sorted(data_labels) == sorted(str(i) for i in
+                                                                               range(len(teacher_labels))):
+        renamed = [str(i) for i in range(len(teacher_labels))]
+    else:
+        renamed = list(teacher_labels)
+    if sorted(renamed) != sorted(data_labels) or len(set(renamed)) != len(renamed):
+        example = ",".join(f"{t}={d}" for t, d in zip(sorted(teacher_labels), sorted(data_labels)))
+        raise UserError(f"{teacher} has labels {list(teacher_labels)} but the data has {list(data_labels)}; map them "
+                        f"one to one by name with --label_map (LABEL_MAP=), e.g. --label_map {example}")
+    return [renamed.index(label) for label in data_labels]
+
+
+def data_labels(data_dir: Path) -> list[str]:
+    """The data set's labels in id order: `label.txt` when preprocess.py wrote one, else the
+    sorted labels of `train.txt` (what preprocess.py would write)."""
+    path = Path(data_dir) / "label.txt"
+    return read_labels(path) if path.exists() else build_labels(read_examples(Path(data_dir) / "train.txt"))
+
+
+# ---------------------------------------------------------------------------
+# Id-mapped files
+# ---------------------------------------------------------------------------
+
+def write_ids(path: str | Path, ids: Iterable[Sequence[int]], targets: Iterable[int]) -> None:
+    """Write an id-mapped split file: `ids<TAB>label id` lines."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for seq, target in zip(ids, targets):
-            if isinstance(target, (int, np.integer)):
-                target_text = str(int(target))
-            else:
-                target_text = " ".join(repr(float(x)) for x in target)
-            f.write(" ".join(map(str, seq)) + "\t" + target_text + "\n")
+            f.write(" ".join(map(str, seq)) + "\t" + str(int(target)) + "\n")
+
+
+class IdsData:
+    """An id-mapped file in memory, its sequences stored flat (`tokens` int32, sequence i is
+    `tokens[offsets[i]:offsets[i + 1]]`): compact enough for millions of sentences.
+
+    `labels`: gold label ids `[n]` (-1: none); `scores`: the teacher's `[n, K]` float32 logits
+    (transfer sets only); `sources`: each line's source (transfer sets only)."""
+
+    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray,
+                 scores: np.ndarray | None = None, sources: np.ndarray | None = None):
+        self.tokens, self.offsets, self.labels, self.scores, self.sources = tokens, offsets, labels, scores, sources
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def seqs(self, indices: Iterable[int]) -> list[np.ndarray]:
+        """The id sequences at `indices`."""
+        return [self.tokens[self.offsets[i]:self.offsets[i + 1]] for i in indices]
+
+    def subset(self, indices: np.ndarray) -> "IdsData":
+        """The lines at `indices`, in that order."""
+        seqs = self.seqs(indices)
+        offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+        np.cumsum([len(s) for s in seqs], out=offsets[1:])
+        tokens = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int32)
+        return IdsData(tokens, offsets, self.labels[indices],
+                       None if self.scores is None else self.scores[indices],
+                       None if self.sources is None else self.sources[indices])
+
+
+class _IdsBuilder:
+    """Collects parsed lines into an IdsData (tokens in growing int32 chunks)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[np.ndarray] = []
+        self.lengths: list[int] = []
+        self.labels: list[int] = []
+        self.scores: list[list[float]] = []
+        self.sources: list[str] = []
+
+    def add(self, seq: list[int], label: int, scores: list[float] | None = None, source: str | None = None) -> None:
+        self.chunks.append(np.asarray(seq, dtype=np.int32))
+        self.lengths.append(len(seq))
+        self.labels.append(label)
+        if scores is not None:
+            self.scores.append(scores)
+        if source is not None:
+            self.sources.append(source)
+
+    def build(self, num_labels: int, soft: bool) -> IdsData:
+        offsets = np.zeros(len(self.lengths) + 1, dtype=np.int64)
+        np.cumsum(self.lengths, out=offsets[1:])
+        tokens = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.int32)
+        scores = np.asarray(self.scores, dtype=np.float32).reshape(-1, num_labels) if soft else None
+        return IdsData(tokens, offsets, np.asarray(self.labels, dtype=np.int64), scores,
+                       np.asarray(self.sources) if soft else None)
+
+
+def _parse_ids(text: str, path: Path, lineno: int) -> list[int]:
+    try:
+        seq = [int(x) for x in text.split()]
+    except ValueError as e:
+        raise UserError(f"{path}:{lineno}: token ids must be integers") from e
+    if not seq or min(seq) < 0:
+        raise UserError(f"{path}:{lineno}: expected one or more token ids >= 0")
+    return seq
+
+
+def _parse_label_id(text: str, num_labels: int, path: Path, lineno: int) -> int:
+    if not text.lstrip("-").isdigit() or not -1 <= int(text) < num_labels:
+        raise UserError(f"{path}:{lineno}: expected a label id in 0..{num_labels - 1} (or -1: none), got {text!r}")
+    return int(text)
+
+
+def read_ids(path: str | Path, num_labels: int) -> IdsData:
+    """Read an id-mapped split file (`ids<TAB>label id`, -1 allowed for no label)."""
+    path = Path(path)
+    rows = _IdsBuilder()
+    for lineno, line in _read_lines(path, "an id-mapped file from preprocess.py ('ids<TAB>label id')"):
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise UserError(f"{path}:{lineno}: expected 'ids<TAB>label id', found {len(fields) - 1} tabs")
+        rows.add(_parse_ids(fields[0], path, lineno), _parse_label_id(fields[1].strip(), num_labels, path, lineno))
+    return rows.build(num_labels, soft=False)
+
+
+# ---------------------------------------------------------------------------
+# The transfer set: what the students learn the teacher from
+# ---------------------------------------------------------------------------
+# `transfer.txt` (label.py; `evaluate.py --augmented` writes the same format as
+# `augmented.raw.pred`): one sentence a line, `sentence<TAB>source<TAB>gold<TAB>s_0 s_1 ...`:
+# - source: `original` (a training sentence), `augmented` (made from one), `unlabeled` (the
+#   user's unlabeled text) or `file` (scored outside, `--teacher_logits`);
+# - gold: an original's label string, empty for the other sources;
+# - s_k: the teacher's logit for label id k (label.txt order), written with `repr` (exact).
+# The seed's two-column `sentence<TAB>s_0 s_1 ...` (its `augmented.raw.pred` copied to
+# `augmented.txt`) reads as source `augmented` without gold labels.
+# Its GloVe id file (`transfer.txt.ids`, preprocess.py) is `ids<TAB>source<TAB>gold id<TAB>s_0 ...`.
+
+TRANSFER_SOURCES = ("original", "augmented", "unlabeled", "file")
+# train.py --transfer: which sources a student learns from
+TRANSFER_CHOICES = {"augmented": ("original", "augmented"), "unlabeled": ("original", "unlabeled", "file"),
+                    "both": TRANSFER_SOURCES}
 
 
 @dataclass
-class IdsData:
-    """An id-mapped file in memory: `ids[i]` a token id list, and either `labels` (int ids)
-    or `logits` (`[n, num_labels]` float32 teacher logits)."""
+class TransferRow:
+    """One line of a transfer set."""
 
-    ids: list[list[int]]
-    labels: list[int] | None
-    logits: np.ndarray | None
-
-    def __len__(self) -> int:
-        return len(self.ids)
+    sentence: str
+    source: str
+    gold: str | None
+    scores: list[float]
+    lineno: int = 0
 
 
-def _parse_logits(values: list[str], num_labels: int, path: Path, lineno: int, text: str) -> list[float]:
-    """One line's logits: `num_labels` finite numbers, else a UserError naming the line."""
+def format_scores(scores: Iterable[float]) -> str:
+    """Scores as text that reads back bit for bit."""
+    return " ".join(repr(float(x)) for x in scores)
+
+
+def transfer_line(sentence: str, source: str, gold: str | None, scores: Iterable[float]) -> str:
+    """One transfer-set line, with its newline."""
+    return f"{sentence}\t{source}\t{gold or ''}\t{format_scores(scores)}\n"
+
+
+def _parse_scores(values: list[str], num_labels: int, path: Path, lineno: int, text: str) -> list[float]:
+    """One line's scores: `num_labels` finite numbers, else a UserError naming the line."""
     if len(values) != num_labels:
-        raise UserError(f"{path}:{lineno}: expected {num_labels} logits (one per label), found {len(values)}")
+        raise UserError(f"{path}:{lineno}: expected {num_labels} teacher logits (one per label), found {len(values)}")
     try:
         row = [float(x) for x in values]
     except ValueError as e:
-        raise UserError(f"{path}:{lineno}: logits must be numbers, got {text!r}") from e
+        raise UserError(f"{path}:{lineno}: teacher logits must be numbers, got {text!r}") from e
     if not all(math.isfinite(x) for x in row):
-        raise UserError(f"{path}:{lineno}: logits must be finite, got {text!r}")
+        raise UserError(f"{path}:{lineno}: teacher logits must be finite, got {text!r}")
     return row
 
 
-def read_ids(path: str | Path, num_labels: int, soft: bool) -> IdsData:
-    """Read an id-mapped file. `soft`: targets are `num_labels` logits; else label ids
-    (checked to be in range; -1 allowed for unlabeled augmented lines)."""
+def read_transfer(path: str | Path, num_labels: int) -> Iterator[TransferRow]:
+    """Stream a transfer set (either form, see above); a malformed line is a UserError."""
     path = Path(path)
-    ids, labels, logits = [], [], []
-    for lineno, line in _read_lines(path, "an id-mapped file from preprocess.py ('ids<TAB>target')"):
+    for lineno, line in _read_lines(path, "a transfer set ('sentence<TAB>source<TAB>gold<TAB>logits')"):
         fields = line.split("\t")
-        if len(fields) != 2:
-            raise UserError(f"{path}:{lineno}: expected 'ids<TAB>target', found {len(fields) - 1} tabs")
-        try:
-            seq = [int(x) for x in fields[0].split()]
-        except ValueError as e:
-            raise UserError(f"{path}:{lineno}: token ids must be integers") from e
-        ids.append(seq)
-        target = fields[1].split()
-        if soft:
-            logits.append(_parse_logits(target, num_labels, path, lineno, fields[1]))
+        if len(fields) == 2:  # the seed's .pred
+            sentence, source, gold, scores = fields[0], "augmented", None, fields[1]
+        elif len(fields) == 4:
+            sentence, source, gold, scores = fields[0], fields[1], fields[2] or None, fields[3]
+            if source not in TRANSFER_SOURCES:
+                raise UserError(f"{path}:{lineno}: unknown source {source!r}; expected one of {list(TRANSFER_SOURCES)}")
         else:
-            if len(target) != 1 or not target[0].lstrip("-").isdigit() or not -1 <= int(target[0]) < num_labels:
-                raise UserError(f"{path}:{lineno}: expected a label id in 0..{num_labels - 1}, got {fields[1]!r}")
-            labels.append(int(target[0]))
-    if soft:
-        return IdsData(ids, None, np.asarray(logits, dtype=np.float32).reshape(-1, num_labels))
-    return IdsData(ids, labels, None)
+            raise UserError(f"{path}:{lineno}: expected 'sentence<TAB>source<TAB>gold<TAB>logits' (or the seed's "
+                            f"'sentence<TAB>logits'), found {len(fields) - 1} tabs")
+        if not sentence.strip():
+            raise UserError(f"{path}:{lineno}: empty sentence")
+        yield TransferRow(sentence.strip(), source, gold, _parse_scores(scores.split(), num_labels, path, lineno,
+                                                                        scores), lineno)
 
 
-def write_predictions(path: str | Path, sentences: Sequence[str], logits: np.ndarray) -> None:
-    """Write a `.pred` file: `sentence<TAB>logit_0 logit_1 ...`, floats as `repr` (exact round trip)."""
-    if len(sentences) != len(logits):
-        raise ValueError(f"{len(sentences)} sentences but {len(logits)} logit rows")
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for sentence, row in zip(sentences, logits):
-            f.write(sentence + "\t" + " ".join(repr(float(x)) for x in row) + "\n")
+def transfer_ids_line(ids: Sequence[int], source: str, gold_id: int, scores: Iterable[float]) -> str:
+    """One line of a transfer set's id file, with its newline."""
+    return " ".join(map(str, ids)) + f"\t{source}\t{gold_id}\t{format_scores(scores)}\n"
 
 
-def read_predictions(path: str | Path, num_labels: int) -> tuple[list[str], np.ndarray]:
-    """Read a `.pred` file (or `augmented.txt`, its copy): sentences and `[n, num_labels]` logits."""
+def read_transfer_ids(path: str | Path, num_labels: int) -> IdsData:
+    """Read a transfer set's id file (`ids<TAB>source<TAB>gold id<TAB>logits`)."""
     path = Path(path)
-    sentences, rows = [], []
-    for lineno, line in _read_lines(path, "a teacher prediction file ('sentence<TAB>logit_0 logit_1 ...')"):
+    rows = _IdsBuilder()
+    for lineno, line in _read_lines(path, "a transfer id file from preprocess.py --augmented"):
         fields = line.split("\t")
-        if len(fields) != 2 or not fields[0].strip():
-            raise UserError(f"{path}:{lineno}: expected 'sentence<TAB>logit_0 logit_1 ...'")
-        rows.append(_parse_logits(fields[1].split(), num_labels, path, lineno, fields[1]))
-        sentences.append(fields[0].strip())
-    return sentences, np.asarray(rows, dtype=np.float32).reshape(-1, num_labels)
+        if len(fields) != 4 or fields[1] not in TRANSFER_SOURCES:
+            raise UserError(f"{path}:{lineno}: expected 'ids<TAB>source<TAB>gold id<TAB>logits' (rerun preprocess.py "
+                            "--augmented)")
+        rows.add(_parse_ids(fields[0], path, lineno), _parse_label_id(fields[2], num_labels, path, lineno),
+                 _parse_scores(fields[3].split(), num_labels, path, lineno, fields[3]), fields[1])
+    return rows.build(num_labels, soft=True)
 
 
 # ---------------------------------------------------------------------------
-# Batching
+# Teacher scores from any source (`--teacher_logits file.jsonl`)
+# ---------------------------------------------------------------------------
+# One JSON object a line: {"text": "...", "logits": {"<label>": score, ...}} or
+# {"text": "...", "probs": {...}}, with a score for every label of the data (names mapped as a
+# teacher's are: `teacher_columns`). Probabilities p enter as the logits log(max(p, 1e-6)),
+# centred to sum to 0: softmax gives back p (to 1e-6), so KL and cross-entropy see p itself,
+# and MSE sees log-probability differences.
+
+PROB_FLOOR = 1e-6
+
+
+def read_teacher_scores(path: str | Path, labels: Sequence[str], label_map: dict[str, str]
+                        ) -> Iterator[tuple[int, str, list[float]]]:
+    """Stream (line number, text, logits in `labels` order) from a teacher-scores JSONL file.
+    Refused, naming the file and line: not JSON, no text, a missing or unknown label, a
+    non-finite score, probabilities outside [0, 1] or not summing to 1 within 1e-3."""
+    path = Path(path)
+    columns_for: dict[tuple[str, ...], list[int]] = {}
+    for lineno, line in _read_lines(path, "teacher scores, one JSON object a line"):
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
+        if not isinstance(record, dict):
+            raise UserError(f"{where}: expected a JSON object with 'text' and 'logits' or 'probs'")
+        kinds = [k for k in ("logits", "probs") if k in record]
+        unknown = sorted(set(record) - {"text", "logits", "probs"})
+        if unknown or len(kinds) != 1 or not isinstance(record[kinds[0]], dict):
+            raise UserError(f"{where}: expected keys 'text' and one of 'logits'/'probs' (an object label -> score)"
+                            + (f"; unknown key {unknown[0]!r}" if unknown else ""))
+        text = record.get("text")
+        if not isinstance(text, str) or not text.strip() or "\t" in text or "\n" in text:
+            raise UserError(f"{where}: 'text' must be a non-empty string without tabs or newlines")
+        kind, scores = kinds[0], record[kinds[0]]
+        names = tuple(sorted(scores))
+        if names not in columns_for:
+            try:
+                columns_for[names] = teacher_columns(names, labels, label_map, f"{where}: its {kind}")
+            except UserError as e:
+                missing = sorted(set(labels) - {label_map.get(n, n) for n in names})
+                extra = sorted({label_map.get(n, n) for n in names} - set(labels))
+                detail = f"missing label {missing[0]!r}" if missing else f"unknown label {extra[0]!r}" if extra else ""
+                raise UserError(f"{where}: {detail + '; ' if detail else ''}{e}") from e
+        values = [scores[n] for n in names]
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
+            raise UserError(f"{where}: every score must be a finite number, got {scores}")
+        if kind == "probs":
+            if any(not 0.0 <= v <= 1.0 for v in values) or abs(sum(values) - 1.0) > 1e-3:
+                raise UserError(f"{where}: probabilities must lie in [0, 1] and sum to 1 (within 1e-3), got "
+                                f"{sum(values):.6g}")
+            logs = [math.log(max(v, PROB_FLOOR)) for v in values]
+            values = [v - sum(logs) / len(logs) for v in logs]
+        yield lineno, text.strip(), [float(values[c]) for c in columns_for[names]]
+
+
+# ---------------------------------------------------------------------------
+# Batching for torch
 # ---------------------------------------------------------------------------
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Batches of indices sorted by length (longest first): least padding, for inference.
-    The caller restores the input order from the indices."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, min_len: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """`runtime.pad_ids` as tensors: ids `[batch, seq]`, lengths `[batch]`."""
+    ids, lengths = pad_ids(seqs, pad_id, min_len)
+    return torch.from_numpy(ids), torch.from_numpy(lengths)
 
 
 def bucketed_batches(
@@ -402,53 +574,10 @@ def bucketed_batches(
     return batches
 
 
-def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, min_len: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad id lists to the longest (at least `min_len`): ids `[batch, seq]`, lengths `[batch]`."""
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    width = max(int(lengths.max()), min_len)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-    return ids, lengths
-
-
-# ---------------------------------------------------------------------------
-# Resumable labeling: `X.pred.partial.<rank>`
-# ---------------------------------------------------------------------------
-# First line `# <fingerprint>` (input size, batch size, teacher weights), then one
-# `index<TAB>logit_0 logit_1 ...` line per labeled sentence, appended and fsynced chunk by
-# chunk. A line cut short by a kill has no newline and is ignored on reading.
-
-def read_partial_predictions(path: str | Path, fingerprint: str, num_labels: int) -> dict[int, list[float]]:
-    """Rows labeled by an earlier, interrupted run with the same fingerprint (else none)."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = text.split("\n")
-    if not lines or lines[0] != f"# {fingerprint}":
-        logger.info("%s: made for other inputs; starting over", path)
-        return {}
-    rows: dict[int, list[float]] = {}
-    for line in lines[1:-1]:  # the last element is "" or a line cut short
-        index, _, values = line.partition("\t")
-        try:
-            row = [float(v) for v in values.split()]
-        except ValueError:
-            continue
-        if index.isdigit() and len(row) == num_labels:
-            rows[int(index)] = row
-    return rows
-
-
-def append_partial_predictions(path: str | Path, fingerprint: str, indices: Sequence[int], logits: np.ndarray) -> None:
-    """Append labeled rows (creating the file with its fingerprint) and fsync."""
-    path = Path(path)
-    new = not path.exists()
-    with open(path, "a", encoding="utf-8") as f:
-        if new:
-            f.write(f"# {fingerprint}\n")
-        for i, row in zip(indices, logits):
-            f.write(f"{i}\t" + " ".join(repr(float(x)) for x in row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+def read_sentences(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Stream unlabeled text: (line number, sentence), one sentence a line (the text before a
+    tab when a line has one); blank lines skipped."""
+    for lineno, line in _read_lines(Path(path), "unlabeled text, one sentence a line"):
+        sentence = line.split("\t", 1)[0].strip()
+        if sentence:
+            yield lineno, sentence

@@ -1,11 +1,12 @@
-"""Inference: batched logits, the `Predictor` API, ONNX export, ONNX Runtime, and the
-torch-free deployment bundle.
+"""Inference with torch: batched logits, the `Predictor` API, ONNX export, and the
+deployment bundle. Text to ids and ids to predictions are runtime.py's (the torch-free layer
+a bundle ships), so a model predicts here exactly as it does in a bundle.
 
     from inference import Predictor
-    predictor = Predictor.load("checkpoints/sst2/bilstm-distill.pt")   # or a teacher directory
+    predictor = Predictor.load("checkpoints/sst2/bilstm-distill.pt")   # or a teacher directory / hub name
     for p in predictor.predict(["a gorgeous , witty film", "a dull mess"]):
         print(p.label, p.probabilities)
-    predictor.export_bundle("bundle/")    # then runtime.Bundle.load("bundle/"): numpy + onnxruntime only
+    predictor.export_bundle("bundle/")    # then runtime.Bundle.load("bundle/"): no torch
 """
 from __future__ import annotations
 
@@ -14,24 +15,32 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from checkpoint import is_teacher_dir, load_student, load_teacher
+from checkpoint import is_teacher, load_student, load_teacher
 from config import Config, config_to_dict
-from dataset import GloveEncoder, TransformerEncoder, length_sorted_batches, pad_batch
+from dataset import pad_batch
 from model import GloveBow, GloveStudent, count_parameters
-from runtime import BUNDLE_FORMAT, OrtSession
-from tokenization import WordTokenizer
+from runtime import (
+    BUNDLE_FORMAT,
+    OpenVinoSession,
+    OrtSession,
+    Prediction,
+    SubwordIds,
+    WordIds,
+    length_sorted_batches,
+    predictions,
+)
 from util import UserError, atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-# forward(ids [B, T], lengths [B]) -> logits [B, K]: a torch module or an ONNX Runtime session
+# forward(ids [B, T], lengths [B]) -> logits [B, K]: a torch module, or a wrapped runtime session
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ROOT = Path(__file__).resolve().parent
 
@@ -66,72 +75,74 @@ def predict_logits(forward: Forward, ids: Sequence[Sequence[int]], batch_size: i
     return out
 
 
-class Prediction(NamedTuple):
-    """One sentence's predicted label and the probability of every label."""
-
-    label: str
-    probabilities: dict[str, float]
-
-
-def predictions(logits: np.ndarray, labels: Sequence[str]) -> list[Prediction]:
-    """Softmax of `[n, K]` logits as `Prediction`s."""
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs = z / z.sum(axis=1, keepdims=True)
-    return [Prediction(labels[int(row.argmax())], dict(zip(labels, map(float, row)))) for row in probs]
+def session_forward(session: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Forward:
+    """A runtime session (numpy in, numpy out) as a Forward."""
+    return lambda ids, lengths: torch.from_numpy(session(ids.cpu().numpy(), lengths.cpu().numpy()))
 
 
 class Predictor:
-    """A trained student or teacher with its own tokenization: sentences in, predictions out."""
+    """A trained student or teacher with its own text-to-ids: sentences in, predictions out.
+    `labels` are the model's own (a teacher's `id2label` order)."""
 
-    def __init__(self, model: nn.Module, config: Config, labels: list[str], pad_id: int,
-                 encode: Callable[[Sequence[str]], list[list[int]]], path: str, lowercase: bool,
+    def __init__(self, model: nn.Module, config: Config, labels: list[str], ids: WordIds | SubwordIds, path: str,
                  vocab: list[str] | None = None, device: torch.device | str = "cpu"):
-        self.model, self.config, self.labels, self.pad_id, self.path = model, config, labels, pad_id, path
-        self.encode = encode  # list[str] -> list[list[int]], exactly as at training time
-        self.lowercase = lowercase
+        self.model, self.config, self.labels, self.ids, self.path = model, config, labels, ids, path
+        self.pad_id = ids.pad_id if isinstance(ids, SubwordIds) else config.pad_token_id
         self.vocab = vocab  # students only
         self.device = torch.device(device)
         self.parameter_counts = count_parameters(model)
         self.runtime = "pytorch"
-        self.forward: Forward = model  # replaced by an ONNX Runtime session by `use_onnxruntime`
+        self.forward: Forward = model  # replaced by a runtime session by `use_runtime`
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "Predictor":
-        """A student checkpoint (`.pt` from train.py) or a teacher directory, ready to predict."""
-        path = Path(path)
-        if path.is_dir():
-            if not is_teacher_dir(path):
-                raise UserError(f"{path}: a directory but not a teacher from train.py (no distil_config.json)")
-            teacher = load_teacher(path, device)
-            encoder = TransformerEncoder(teacher.tokenizer, teacher.lowercase, teacher.config.n_ctx)
-            pad_id = teacher.tokenizer.pad_token_id if teacher.tokenizer.pad_token_id is not None else 0
-            return cls(teacher.model, teacher.config, teacher.labels, pad_id, encoder.encode_many, str(path),
-                       teacher.lowercase, device=device)
-        student = load_student(path, device)
-        return cls.for_student(student.model, student.vocab, student.labels, str(path), device)
+        """A student checkpoint (`.pt` from train.py), or a teacher: a directory from train.py or
+        any Hugging Face sequence classifier (directory or hub name)."""
+        if Path(path).is_file():
+            student = load_student(path, device)
+            return cls.for_student(student.model, student.vocab, student.labels, str(path), device)
+        if not is_teacher(path):
+            raise UserError(f"{path}: a Hugging Face encoder, not a fine-tuned classifier: fine-tune it first "
+                            "(train.py) or give a *ForSequenceClassification model")
+        teacher = load_teacher(path, device)
+        if not getattr(teacher.tokenizer, "is_fast", False):
+            raise UserError(f"{path}: its tokenizer has no fast (tokenizers) version, which the toolkit needs")
+        pad_id = teacher.tokenizer.pad_token_id if teacher.tokenizer.pad_token_id is not None else 0
+        ids = SubwordIds(teacher.tokenizer.backend_tokenizer, teacher.lowercase, teacher.config.n_ctx, pad_id)
+        return cls(teacher.model, teacher.config, teacher.labels, ids, str(path), device=device)
 
     @classmethod
     def for_student(cls, model: GloveStudent, vocab: list[str], labels: list[str], path: str,
                     device: torch.device | str = "cpu") -> "Predictor":
         """A student with the word tokenization its config stores."""
-        c = model.config
-        glove = GloveEncoder(vocab, WordTokenizer(c.tokenizer, c.lowercase), c.n_ctx, c.unk_token_id)
-        return cls(model, c, labels, c.pad_token_id, glove.encode_many, path, c.lowercase, vocab, device)
+        return cls(model, model.config, labels, model.config.word_ids(vocab), path, vocab, device)
 
     @property
     def is_teacher(self) -> bool:
         return self.config.is_transformer
 
+    @property
+    def lowercase(self) -> bool:
+        return self.ids.lowercase if isinstance(self.ids, SubwordIds) else self.ids.tokenizer.lowercase
+
+    def encode(self, sentence: str) -> list[int]:
+        """One sentence's input ids."""
+        return self.ids.encode(sentence)
+
+    def encode_batch(self, sentences: Sequence[str]) -> list[list[int]]:
+        """Input ids for each sentence."""
+        return self.ids.encode_batch(sentences)
+
     def logits(self, sentences: Sequence[str], batch_size: int = 64, progress: bool = False) -> torch.Tensor:
         """`[n, K]` logits in input order."""
-        return predict_logits(self.forward, self.encode(list(sentences)), batch_size, self.pad_id, self.device,
-                              progress=progress)
+        return predict_logits(self.forward, self.encode_batch(list(sentences)), batch_size, self.pad_id,
+                              self.device, progress=progress)
 
     def predict(self, sentences: Sequence[str], batch_size: int = 64) -> list[Prediction]:
         """The label and label probabilities of each sentence."""
         return predictions(self.logits(sentences, batch_size).numpy(), self.labels)
 
-    # -- ONNX ------------------------------------------------------------------
+    # -- ONNX and other runtimes ---------------------------------------------------
     def onnx_path(self, quantized: bool = False) -> Path:
         """Where exports go by default: beside a student checkpoint, inside a teacher directory."""
         base = Path(self.path) / "model.onnx" if self.is_teacher else Path(f"{self.path}.onnx")
@@ -140,8 +151,7 @@ class Predictor:
     def export_onnx(self, path: str | Path | None = None, quantize: bool = False) -> list[Path]:
         """Export to ONNX (dynamic batch and length); with `quantize` also an int8-weight copy."""
         path = Path(path) if path else self.onnx_path()
-        example = torch.tensor(self.encode(["a fine example sentence to trace the graph"]))
-        export_onnx(self.model, path, example)
+        export_onnx(self.model, path, torch.tensor(self.encode_batch(["a fine example sentence to trace the graph"])))
         written = [path]
         if quantize:
             written.append(path.with_name(path.name.replace(".onnx", "") + ".int8.onnx"))
@@ -149,59 +159,65 @@ class Predictor:
         self.model.to(self.device)
         return written
 
-    def use_onnxruntime(self, onnx_path: str | Path | None, num_threads: int = 0) -> None:
-        """Run an exported ONNX file in ONNX Runtime instead of PyTorch (CPU)."""
+    def use_runtime(self, runtime: str, onnx_path: str | Path | None = None, num_threads: int = 0) -> None:
+        """Run an exported ONNX file in `runtime` (`onnxruntime` or `openvino`) on the CPU
+        instead of PyTorch."""
         path = Path(onnx_path) if onnx_path else self.onnx_path()
         if not path.exists():
             raise UserError(f"{path}: not found; export it first with evaluate.py --convert_onnx")
-        session = OrtSession(path, num_threads)
-        self.forward = lambda ids, lengths: torch.from_numpy(session(ids.cpu().numpy(), lengths.cpu().numpy()))
-        self.runtime = "onnxruntime-int8" if ".int8." in path.name else "onnxruntime"
+        session = {"onnxruntime": OrtSession, "openvino": OpenVinoSession}[runtime](path, num_threads)
+        self.forward = session_forward(session)
+        self.runtime = runtime + ("-int8" if ".int8." in path.name else "")
 
     # -- deployment --------------------------------------------------------------
     def export_bundle(self, out_dir: str | Path) -> Path:
         """A directory that `runtime.Bundle.load` serves without torch: `bundle.json` (labels,
-        tokenization), `model.onnx`, and for a student `vocab.txt` (a bag of n-grams also
-        `bow.npz`, its folded tables, for the numpy-only backend), for a teacher its
-        `tokenizer.json`; plus copies of `runtime.py` and `tokenization.py`."""
+        tokenization, backends), `model.onnx`, and for a student `vocab.txt` (a bag of n-grams
+        also `bow.npz`, its table, for the numpy-only backend), for a teacher its
+        `tokenizer.json`; plus a copy of `runtime.py`, the bundle's code."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         c = self.config
-        export_onnx(self.model, out / "model.onnx", torch.tensor(self.encode(["a fine example sentence"])))
+        export_onnx(self.model, out / "model.onnx", torch.tensor(self.encode_batch(["a fine example sentence"])))
         self.model.to(self.device)
-        meta = {"format": BUNDLE_FORMAT, "labels": self.labels, "lowercase": self.lowercase, "n_ctx": c.n_ctx,
-                "pad_id": self.pad_id, "backend": "onnx", "source": self.path, "config": config_to_dict(c)}
-        if self.is_teacher:
-            tokenizer_json = Path(self.path) / "tokenizer.json"
-            if not tokenizer_json.is_file():
-                raise UserError(f"{self.path}: no tokenizer.json (a fast tokenizer) to put in the bundle")
-            shutil.copyfile(tokenizer_json, out / "tokenizer.json")
-            special = json.loads(tokenizer_json.read_text(encoding="utf-8")).get("added_tokens", [])
-            meta.update(tokenizer="huggingface", special_tokens=[t["content"] for t in special if t.get("special")])
+        meta: dict[str, Any] = {"format": BUNDLE_FORMAT, "labels": self.labels, "lowercase": self.lowercase,
+                                "n_ctx": c.n_ctx, "pad_id": self.pad_id, "source": self.path,
+                                "config": config_to_dict(c)}
+        backends = ["onnxruntime"]
+        if isinstance(self.ids, SubwordIds):
+            with atomic_path(out / "tokenizer.json") as tmp:
+                self.ids.tokenizer.save(str(tmp))
+            meta["tokenizer"] = "huggingface"
         else:
-            meta.update(tokenizer=c.tokenizer, unk_id=c.unk_token_id)
+            meta.update(tokenizer=c.tokenizer, unk_id=c.unk_token_id, ngrams=self.ids.ngrams, buckets=self.ids.buckets)
             atomic_write_text(out / "vocab.txt", "".join(f"{t}\n" for t in self.vocab))
         if isinstance(self.model, GloveBow):
-            tables = fold_bow(self.model)
             with atomic_path(out / "bow.npz") as tmp, open(tmp, "wb") as f:
-                np.savez(f, **tables)
-            meta["backend"] = "numpy"
+                np.savez(f, **bow_tables(self.model))
+            backends.insert(0, "numpy")
+        meta.update(backend=backends[0], backends=backends)
         atomic_write_text(out / "bundle.json", json.dumps(meta, indent=2) + "\n")
-        for name in ("runtime.py", "tokenization.py"):
-            shutil.copyfile(ROOT / name, out / name)
+        with atomic_path(out / "runtime.py") as tmp:
+            shutil.copyfile(ROOT / "runtime.py", tmp)
         return out
 
 
-def fold_bow(model: GloveBow) -> dict[str, np.ndarray]:
-    """A bag of n-grams as two score tables: the model is linear in its averaged features,
-    so logits = (sum of unigram rows + sum of bigram rows) / feature count + bias, with each
-    row already multiplied by the output layer: unigrams `[vocab, K]`, bigrams `[buckets, K]`."""
+def bow_tables(model: GloveBow) -> dict[str, np.ndarray]:
+    """A bag of n-grams as runtime.NumpyBag's arrays. Without hidden layers the model is
+    linear in the mean of its feature rows, so the output layer is folded into the table:
+    row_f = W e_f + b, and logits = the mean of the sentence's rows (`[features, K]`, no layer).
+    With hidden layers the table is the embeddings and every layer is kept."""
     with torch.no_grad():
-        w = model.fc.weight.float().cpu()  # [K, E]
-        return {"unigram_scores": (model.embedding.weight.float().cpu() @ w.T).numpy(),
-                "bigram_scores": (model.bigrams.weight.float().cpu() @ w.T).numpy(),
-                "bias": model.fc.bias.float().cpu().numpy(),
-                "buckets": np.array(model.buckets)}
+        table = model.embedding.weight.float().cpu()  # [features, E]
+        linears = [m for m in model.mlp if isinstance(m, nn.Linear)]
+        if len(linears) == 1:
+            table = table @ linears[0].weight.float().cpu().T + linears[0].bias.float().cpu()  # [features, K]
+            linears = []
+        arrays = {"table": table.numpy(), "layers": np.array(len(linears))}
+        for i, layer in enumerate(linears):
+            arrays[f"weight_{i}"] = layer.weight.float().cpu().numpy()  # [out, in]
+            arrays[f"bias_{i}"] = layer.bias.float().cpu().numpy()
+        return arrays
 
 
 def export_onnx(model: nn.Module, path: str | Path, example_ids: torch.Tensor) -> None:

@@ -1,102 +1,253 @@
-"""Teacher labeling: logits for every line of an augmented file, written as a `.pred` file
-(dataset.py's format), resumable after a kill and sharded over torchrun ranks."""
+"""The labeling stage: one transfer set (dataset.py's format), scored by the teacher.
+
+The sentences come, in this order, from the training set (`original`, with their gold
+labels), the augmented file (`augmented`) and the user's unlabeled text (`unlabeled`), or,
+with no teacher at all, from a file of teacher scores made elsewhere (`file`). Every source
+is read as a stream. A line is dropped when the students would see it as a sentence already
+taken (a duplicate) or as a sentence of valid.txt or test.txt (no test leakage), both
+compared after the students' word tokenization and lower-casing; the counts are logged and
+returned.
+
+Scoring runs chunk by chunk: each chunk's sentences are tokenized by the teacher, cut into
+length-sorted batches, scored (under torchrun, rank r scores batches r, r + world, ... and
+rank 0 gathers), put in the data's label order by name, and appended to
+`<output>.partial` with an fsync. A run killed and started again with the same inputs
+continues from the last whole chunk, and gives the same bytes as an uninterrupted run.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from dataset import (
-    TOKENIZATION_RECORD,
-    append_partial_predictions,
-    length_sorted_batches,
     read_examples,
-    read_ids,
-    read_partial_predictions,
-    read_tokenization_record,
-    write_predictions,
+    read_sentences,
+    read_teacher_scores,
+    transfer_line,
 )
 from inference import Predictor, logits_for_batches
-from util import DistContext, UserError
+from runtime import WordTokenizer, length_sorted_batches
+from util import DistContext, UserError, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 
-def label_file(predictor: Predictor, raw_path: Path, batch_size: int, amp_dtype: torch.dtype | None,
-               chunk_sentences: int, dist_ctx: DistContext | None = None) -> dict | None:
-    """Write `<raw_path>.pred`: one line of teacher logits per line of `raw_path`, same order.
+@dataclass
+class SourceCounts:
+    """What happened to one source's lines."""
 
-    Ids come from `<raw_path>.fs` (preprocess.py --augmented) when it exists, else from the
-    teacher's tokenizer. The same length-sorted batches as a single process; under torchrun
-    rank r takes batches r, r + world, ...: each sentence meets the same batch, so the logits
-    match. Progress is appended to `<pred>.partial.<rank>` every `chunk_sentences`, and a run
-    with the same inputs, killed, resumes from it. Returns the results (None on ranks > 0).
-    """
-    dist_ctx = dist_ctx or DistContext()
-    examples = read_examples(raw_path)
-    fs_path = Path(f"{raw_path}.fs")
-    if fs_path.exists():
-        record = read_tokenization_record(raw_path.parent)
-        if record is not None and record["lowercase"] != predictor.lowercase:
-            raise UserError(f"{fs_path} was made with lower-casing {'on' if record['lowercase'] else 'off'} "
-                            f"({raw_path.parent / TOKENIZATION_RECORD}), but the teacher {predictor.path} was trained "
-                            f"with it {'on' if predictor.lowercase else 'off'}; rerun preprocess.py --augmented with "
-                            "the teacher's setting")
-        ids = read_ids(fs_path, len(predictor.labels), soft=False).ids
-        if len(ids) != len(examples):
-            raise UserError(f"{fs_path}: {len(ids)} lines but {raw_path} has {len(examples)}; rerun preprocess.py "
-                            "--augmented")
-    else:
-        logger.info("%s not found: tokenizing %s", fs_path, raw_path)
-        ids = predictor.encode([e.sentence for e in examples])
-    start = time.perf_counter()
-    batches = length_sorted_batches([len(s) for s in ids], batch_size)
-    mine = batches[dist_ctx.rank::dist_ctx.world_size]
-    pred_path = Path(f"{raw_path}.pred")
-    partial = Path(f"{pred_path}.partial.{dist_ctx.rank}")
-    weights = Path(predictor.path) / "model.safetensors"
-    fingerprint = (f"lines={len(ids)} batch={batch_size} world={dist_ctx.world_size} amp={amp_dtype} "
-                   f"runtime={predictor.runtime} teacher={weights.stat().st_size}:{weights.stat().st_mtime_ns}")
-    logits = np.zeros((len(ids), len(predictor.labels)), dtype=np.float32)  # [n, K]
-    labeled = np.zeros(len(ids), dtype=bool)
-    for i, row in read_partial_predictions(partial, fingerprint, len(predictor.labels)).items():
-        logits[i], labeled[i] = row, True
-    if labeled.any():
-        logger.info("[Resume] %d sentences already labeled in %s", int(labeled.sum()), partial)
-    todo = [b for b in mine if not labeled[b].all()]
-    per_chunk = max(1, chunk_sentences // batch_size)
-    bar = tqdm(total=sum(map(len, todo)), desc="label", disable=not dist_ctx.is_main)
-    for first in range(0, len(todo), per_chunk):
-        part = todo[first:first + per_chunk]
-        indices = [i for batch in part for i in batch]
-        rows = logits_for_batches(predictor.forward, ids, part, predictor.pad_id, predictor.device, amp_dtype,
-                                  progress=False).numpy()  # [len(indices), K]
-        append_partial_predictions(partial, fingerprint, indices, rows)
-        logits[indices], labeled[indices] = rows, True
-        bar.update(len(indices))
-    bar.close()
+    read: int = 0
+    kept: int = 0
+    duplicates: int = 0  # the same student input as a line kept before
+    in_valid_or_test: int = 0  # dropped: the students would see a valid or test sentence
+
+
+@dataclass
+class TransferPlan:
+    """Where a transfer set's sentences come from, and how lines are compared."""
+
+    train: Path | None = None  # training sentences with gold labels (None: none)
+    augmented: Path | None = None  # `sentence<TAB>label` lines made by augment_data.py
+    unlabeled: Path | None = None  # one sentence a line
+    teacher_scores: Path | None = None  # JSONL scores made elsewhere (then nothing else)
+    held_out: list[Path] = field(default_factory=list)  # valid/test files no line may equal
+    word_tokenizer: WordTokenizer = field(default_factory=WordTokenizer)  # the students'
+
+    def inputs(self) -> list[Path]:
+        return [p for p in (self.train, self.augmented, self.unlabeled, self.teacher_scores, *self.held_out) if p]
+
+
+@dataclass
+class Item:
+    """One sentence of the transfer set, before scoring (`scores` set for teacher-score files)."""
+
+    sentence: str
+    source: str
+    gold: str | None
+    scores: list[float] | None = None
+
+
+def transfer_items(plan: TransferPlan, labels: list[str], label_map: dict[str, str],
+                   counts: dict[str, SourceCounts]) -> Iterator[Item]:
+    """The plan's sentences in order, without duplicates and valid/test sentences; `counts`
+    is filled as the stream is read."""
+    def key(sentence: str) -> int:
+        # a stable 64-bit digest of what the students see (the same on every torchrun rank)
+        return int.from_bytes(hashlib.blake2b(plan.word_tokenizer.key(sentence).encode(), digest_size=8).digest(),
+                              "little")
+
+    held_out = {key(e.sentence) for path in plan.held_out for e in read_examples(path)}
+    seen: set[int] = set()
+
+    def keep(item: Item) -> bool:
+        c = counts.setdefault(item.source, SourceCounts())
+        c.read += 1
+        h = key(item.sentence)
+        if item.source != "original" and h in held_out:
+            c.in_valid_or_test += 1
+            return False
+        if h in seen:
+            c.duplicates += 1
+            return False
+        seen.add(h)
+        c.kept += 1
+        return True
+
+    def stream() -> Iterator[Item]:
+        if plan.teacher_scores:
+            for _, text, scores in read_teacher_scores(plan.teacher_scores, labels, label_map):
+                yield Item(text, "file", None, scores)
+            return
+        if plan.train:
+            yield from (Item(e.sentence, "original", e.label) for e in read_examples(plan.train))
+        if plan.augmented:
+            yield from (Item(e.sentence, "augmented", None) for e in read_examples(plan.augmented))
+        if plan.unlabeled:
+            yield from (Item(sentence, "unlabeled", None) for _, sentence in read_sentences(plan.unlabeled))
+
+    return (item for item in stream() if keep(item))
+
+
+def chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    """Consecutive lists of `size` items (the last may be shorter)."""
+    chunk: list[Item] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class TeacherScorer:
+    """A teacher's logits for a list of sentences, columns in the data's label order
+    (`columns` from dataset.teacher_columns). Under torchrun every rank scores its share of
+    the length-sorted batches and rank 0 receives all rows (other ranks get None)."""
+
+    def __init__(self, predictor: Predictor, columns: list[int], batch_size: int, amp: torch.dtype | None,
+                 dist_ctx: DistContext):
+        self.predictor, self.columns, self.batch_size, self.amp, self.dist = (predictor, columns, batch_size, amp,
+                                                                             dist_ctx)
+        self.pieces = self.scored = 0  # word pieces and sentences scored by this rank (for the log)
+
+    def __call__(self, sentences: list[str]) -> np.ndarray | None:
+        ids = self.predictor.encode_batch(sentences)
+        batches = length_sorted_batches([len(s) for s in ids], self.batch_size)
+        mine = batches[self.dist.rank::self.dist.world_size]
+        indices = np.array([i for batch in mine for i in batch], dtype=np.int64)
+        self.pieces += sum(len(ids[i]) for i in indices)
+        self.scored += len(indices)
+        rows = (logits_for_batches(self.predictor.forward, ids, mine, self.predictor.pad_id, self.predictor.device,
+                                   self.amp, progress=False).numpy() if mine else
+                np.zeros((0, len(self.columns)), dtype=np.float32))  # [len(indices), K]
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            gathered: list | None = [None] * self.dist.world_size if self.dist.is_main else None
+            dist.gather_object((indices, rows), gathered, dst=0)
+            if not self.dist.is_main:
+                return None
+            indices = np.concatenate([g[0] for g in gathered])
+            rows = np.concatenate([g[1] for g in gathered])
+        out = np.empty((len(sentences), rows.shape[1]), dtype=np.float32)
+        out[indices] = rows
+        return out[:, self.columns]  # [n, K] in the data's label order
+
+
+def _resume_point(partial: Path, stamp: Path, fingerprint: str, chunk: int) -> int:
+    """Lines of an interrupted run's output to keep: its whole chunks, when it had the same
+    inputs (else none). The file is cut back to them."""
+    if not partial.exists() or not stamp.exists() or stamp.read_text(encoding="utf-8") != fingerprint:
+        partial.unlink(missing_ok=True)
+        atomic_write_text(stamp, fingerprint)
+        return 0
+    with open(partial, "rb") as f:
+        data = f.read()
+    lines = data.count(b"\n")
+    keep = lines // chunk * chunk
+    end = 0
+    for _ in range(keep):
+        end = data.index(b"\n", end) + 1
+    with open(partial, "r+b") as f:
+        f.truncate(end)
+    return keep
+
+
+def write_transfer_set(items: Iterable[Item], output: Path, fingerprint: str, chunk: int,
+                       scorer: Callable[[list[str]], np.ndarray | None] | None,
+                       dist_ctx: DistContext, progress_total: int | None = None) -> dict:
+    """Score `items` chunk by chunk and write the transfer set to `output` (see the module
+    docstring). `scorer` is None when the items carry their scores. Returns the timing."""
+    partial = Path(f"{output}.partial")
+    stamp = Path(f"{output}.partial.inputs")
+    skip = _resume_point(partial, stamp, fingerprint, chunk) if dist_ctx.is_main else 0
     if dist_ctx.enabled:
         import torch.distributed as dist
 
-        mine_indices = np.array([i for batch in mine for i in batch], dtype=np.int64)
-        gathered: list | None = [None] * dist_ctx.world_size if dist_ctx.is_main else None
-        dist.gather_object((mine_indices, logits[mine_indices]), gathered, dst=0)
-        if not dist_ctx.is_main:
-            partial.unlink(missing_ok=True)
-            return None
-        for indices, rows in gathered:
-            logits[indices] = rows
+        shared = [skip]
+        dist.broadcast_object_list(shared, src=0)
+        skip = shared[0]
+    if skip:
+        logger.info("[Resume] %d sentences already labeled in %s", skip, partial)
+    start, scored = time.perf_counter(), 0
+    # a context: the bar ends its line even when a bad input line stops the run
+    with tqdm(total=progress_total, desc="label", unit="sent", disable=not dist_ctx.is_main) as bar:
+        for index, part in enumerate(chunks(items, chunk)):
+            if index * chunk < skip:
+                bar.update(len(part))
+                continue
+            scores = scorer([item.sentence for item in part]) if scorer else np.array([item.scores for item in part])
+            if dist_ctx.is_main:
+                with open(partial, "a", encoding="utf-8") as f:
+                    f.write("".join(transfer_line(item.sentence, item.source, item.gold, row)
+                                    for item, row in zip(part, scores)))
+                    f.flush()
+                    os.fsync(f.fileno())
+            scored += len(part)
+            bar.update(len(part))
     seconds = time.perf_counter() - start
-    write_predictions(pred_path, [e.sentence for e in examples], logits)
-    partial.unlink(missing_ok=True)
-    pieces = sum(map(len, ids))
-    logger.info("[Labeled] %d sentences (%.1f word pieces each) in %.1fs (%.0f sentences/s) -> %s", len(examples),
-                pieces / len(ids), seconds, len(examples) / seconds, pred_path)
-    return {"labeled": len(examples), "seconds": seconds, "sentences_per_s": len(examples) / seconds,
-            "word_pieces_per_sentence": pieces / len(ids), "batch_size": batch_size,
-            "threads": torch.get_num_threads(), "device": str(predictor.device), "processes": dist_ctx.world_size,
-            "output": str(pred_path)}
+    if not dist_ctx.is_main:
+        return {}
+    if not partial.exists():
+        raise UserError(f"{output}: the transfer set would be empty (every line was dropped or there was none)")
+    os.replace(partial, output)
+    stamp.unlink(missing_ok=True)
+    return {"scored": scored, "resumed_from": skip, "seconds": seconds,
+            "sentences_per_s": scored / seconds if seconds else None}
+
+
+def label(plan: TransferPlan, output: Path, labels: list[str], label_map: dict[str, str],
+          scorer: TeacherScorer | None, chunk: int, dist_ctx: DistContext, fingerprint_extra: dict) -> dict | None:
+    """Build the plan's transfer set at `output` and return the results (None on ranks > 0)."""
+    counts: dict[str, SourceCounts] = {}
+    fingerprint = json.dumps({
+        "inputs": {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in plan.inputs()},
+        "labels": labels, "label_map": label_map, "chunk": chunk,
+        "word_tokenizer": [plan.word_tokenizer.kind, plan.word_tokenizer.lowercase], **fingerprint_extra,
+    }, sort_keys=True)
+    items = transfer_items(plan, labels, label_map, counts)
+    timing = write_transfer_set(items, output, fingerprint, chunk, scorer, dist_ctx)
+    if not dist_ctx.is_main:
+        return None
+    kept = sum(c.kept for c in counts.values())
+    for source, c in counts.items():
+        logger.info("[Transfer] %s: %d lines read, %d kept, %d duplicates dropped, %d dropped as valid/test "
+                    "sentences", source, c.read, c.kept, c.duplicates, c.in_valid_or_test)
+    if scorer is not None:
+        pieces = scorer.pieces / max(1, scorer.scored)
+        logger.info("[Labeled] %d sentences (%.1f word pieces each) in %.1fs (%.0f sentences/s) -> %s",
+                    timing["scored"], pieces, timing["seconds"], timing["sentences_per_s"] or 0, output)
+        timing["word_pieces_per_sentence"] = pieces
+    return {"output": str(output), "sentences": kept, "sources": {s: asdict(c) for s, c in counts.items()},
+            "teacher": "file" if plan.teacher_scores else "model", **timing}

@@ -1,9 +1,11 @@
 """The networks and the distillation loss.
 
-A transformer teacher (any `AutoModel` encoder with a linear head over the first token or
-the mean of the real tokens) and the GloVe students: the seed's TextCNN, DenseNet-CNN and
-DenseNet with Dynamic Self-Attention, Tang et al.'s BiLSTM, and a fastText-shaped bag of
-n-grams. Models take a `Config` (plain data from config.py) and sizes; they read no files.
+Teachers: any `AutoModel` encoder with the seed's linear head over the first token or the
+mean of the real tokens (`TransformerClassifier`), or a Hugging Face sequence classifier with
+its own head (`SequenceClassifier`). Students over GloVe vectors: the seed's TextCNN,
+DenseNet-CNN and DenseNet with Dynamic Self-Attention, Tang et al.'s BiLSTM, and a bag of
+n-grams (fastText's model, or with hidden layers a deep averaging network). A student takes
+its hyperparameters (a `Config`, plain data from config.py) and sizes; no model reads files.
 
 Every network's `forward(ids, lengths)` takes ids `[batch, seq]` (padding after each
 sentence) and lengths `[batch]`, and returns logits `[batch, num_labels]`. Students mask
@@ -17,8 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from config import CRITERIA, STUDENT_KINDS, TEACHER_HEADS, CNNConfig, Config, DenseNetConfig, DSAConfig
-from runtime import BIGRAM_MULTIPLIER  # the deployment runtime hashes bigrams the same way
+from config import CRITERIA, STUDENT_KINDS, CNNConfig, Config, DenseNetConfig, DSAConfig
 
 
 def length_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
@@ -285,33 +286,31 @@ class GloveBiLSTM(GloveStudent):
         return self.head(final)
 
 
-def bigram_buckets(ids: torch.Tensor, buckets: int) -> torch.Tensor:
-    """Hashed bucket of each adjacent id pair: `[B, T]` → `[B, T - 1]`. A prime multiplier
-    above any vocabulary size spreads pairs over the buckets; int64 cannot overflow."""
-    return (ids[:, :-1] * BIGRAM_MULTIPLIER + ids[:, 1:]) % buckets
-
-
 class GloveBow(GloveStudent):
-    """fastText's shape, distilled: the average of the sentence's unigram vectors (from GloVe)
-    and hashed bigram vectors, then one linear layer. Linear in its features, so inference
-    folds the linear layer into both tables (`inference.fold_bow`)."""
+    """A bag of n-grams: the mean of the sentence's feature vectors, its words' (from GloVe)
+    and its hashed n-grams' (`runtime.WordIds` makes the feature ids: words, then n-grams,
+    in one table), then with `bow.hidden` the ReLU layers of a deep averaging network (Iyyer
+    et al. 2015), then the output layer. Without hidden layers it is fastText's model, linear
+    in its features, and the numpy runtime folds the output layer into the table."""
 
     def __init__(self, config: Config, vocab_size: int, num_labels: int):
-        super().__init__(config, vocab_size)
-        self.buckets = config.bow.buckets
-        self.bigrams = nn.Embedding(self.buckets, config.token_emb_dim)
-        # fastText's initialisation of its input vectors: uniform in +-1/dim
-        nn.init.uniform_(self.bigrams.weight, -1.0 / config.token_emb_dim, 1.0 / config.token_emb_dim)
-        self.dropout = nn.Dropout(config.dropout)
-        self.fc = nn.Linear(config.token_emb_dim, num_labels)
+        super().__init__(config, vocab_size + config.bow.buckets)
+        # n-gram rows start at zero (a row no training sentence reaches stays exactly zero, so a
+        # deployment stores only the rows in use); words get GloVe (init_embeddings)
+        with torch.no_grad():
+            self.embedding.weight[vocab_size:].zero_()
+        layers: list[nn.Module] = []
+        width = config.token_emb_dim
+        for hidden in config.bow.hidden:
+            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(config.dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, num_labels))
+        self.mlp = nn.Sequential(*layers)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x, mask = self.embed(ids, lengths)  # [B, T, E], zero on padding
-        pair_mask = mask[:, 1:] & mask[:, :-1]  # [B, T - 1]: both tokens real
-        pairs = self.bigrams(bigram_buckets(ids, self.buckets)) * pair_mask[:, :, None].to(x.dtype)  # [B, T-1, E]
-        count = (mask.sum(1) + pair_mask.sum(1)).clamp(min=1)[:, None].to(x.dtype)  # [B, 1]
-        mean = (x.sum(1) + pairs.sum(1)) / count  # [B, E]
-        return self.fc(self.dropout(mean))  # [B, K]
+        mean = x.sum(1) / mask.sum(1).clamp(min=1)[:, None].to(x.dtype)  # [B, E]
+        return self.mlp(mean)  # [B, K]
 
 
 STUDENTS: dict[str, type[GloveStudent]] = {
@@ -332,12 +331,15 @@ def build_student(config: Config, vocab_size: int, num_labels: int) -> GloveStud
 
 
 def init_embeddings(model: GloveStudent, matrix: torch.Tensor) -> None:
-    """Copy the GloVe matrix `[vocab, dim]` into the student's embedding table."""
-    if tuple(matrix.shape) != tuple(model.embedding.weight.shape):
-        raise ValueError(f"embedding matrix shape {tuple(matrix.shape)} does not match the model's "
-                         f"{tuple(model.embedding.weight.shape)}")
+    """Copy the GloVe matrix `[vocab, dim]` into the first rows of the student's embedding
+    table (a bag of n-grams' table has its n-gram rows after the words)."""
+    rows, dim = model.embedding.weight.shape
+    fits = matrix.shape[0] == rows or (isinstance(model, GloveBow) and matrix.shape[0] < rows)
+    if matrix.shape[1] != dim or not fits:
+        raise ValueError(f"embedding matrix shape {tuple(matrix.shape)} does not fit the model's table "
+                         f"{(rows, dim)}")
     with torch.no_grad():
-        model.embedding.weight.copy_(matrix)
+        model.embedding.weight[: matrix.shape[0]].copy_(matrix)
 
 
 # ---------------------------------------------------------------------------
@@ -355,8 +357,8 @@ class TransformerClassifier(nn.Module):
         super().__init__()
         from transformers import AutoModel
 
-        if head not in TEACHER_HEADS:
-            raise ValueError(f"unknown teacher head {head!r}; expected one of {list(TEACHER_HEADS)}")
+        if head not in ("cls", "mean"):
+            raise ValueError(f"unknown teacher head {head!r}; expected 'cls' or 'mean' ('hf' is SequenceClassifier)")
         # `encoder` lets a caller pass pretrained weights; otherwise built from the config.
         self.encoder = encoder if encoder is not None else AutoModel.from_config(encoder_config)
         self.head = head
@@ -373,6 +375,20 @@ class TransformerClassifier(nn.Module):
             weights = mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # [B, H]
         return self.classifier(self.dropout(pooled))  # [B, K]
+
+
+class SequenceClassifier(nn.Module):
+    """A Hugging Face `*ForSequenceClassification` model (BERT, RoBERTa, ELECTRA, DistilBERT, ...)
+    with its own head, behind the toolkit's `forward(ids, lengths) -> logits` interface. Its
+    logits are in its own label order (`config.id2label`)."""
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        self.hf = hf_model
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = length_mask(lengths, ids.size(1)).long()  # [B, T], 1 on real tokens
+        return self.hf(input_ids=ids, attention_mask=mask).logits  # [B, K]
 
 
 # ---------------------------------------------------------------------------
@@ -401,8 +417,8 @@ def distillation_loss(
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Parameter counts, with and without the embedding tables (a bag of n-grams' bigram
-    table counts as an embedding table)."""
+    """Parameter counts, with and without the embedding tables (a bag of n-grams' n-gram rows
+    are part of its table)."""
     total = sum(p.numel() for p in model.parameters())
     embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
     return {"parameters": total, "parameters_without_embeddings": total - embedding}

@@ -103,90 +103,124 @@ class Pipeline:
 # ---------------------------------------------------------------------------
 
 SPLITS = ("train", "valid", "test")
+# The config `evaluate.py --config` expects for a teacher of each head.
+TEACHER_CONFIGS = {"cls": "configs/config-bert-cls.json", "mean": "configs/config-bert-mean.json",
+                   "hf": "configs/config-bert-hf.json"}
 
 
-def teacher_steps(recipe: Recipe, data: Path, teacher_model: str, teacher: Path, lowercase: bool,
+def local_files(model: str) -> list[Path]:
+    """A local model directory's files, as step inputs (a hub name has none)."""
+    path = Path(model)
+    return sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else []
+
+
+def teacher_steps(recipe: Recipe, data: Path, backbone: str, teacher: Path, lowercase: bool,
                   runs: Path) -> list[Step]:
-    """Ids for the teacher's tokenizer, its fine-tuning, and its test evaluation."""
+    """Ids for the backbone's tokenizer and the teacher's fine-tuning (the recipe's head)."""
     cfg, t = recipe.teacher.config, recipe.teacher
     lower = ["--bert_do_lower_case"] if lowercase else []
-    splits = [data / f"{s}.txt" for s in SPLITS]
-    backbone = [Path(teacher_model)] if Path(teacher_model).exists() else []  # a hub name has no local files
     return [
         Step("preprocess teacher", ["preprocess.py", f"--config={cfg}", f"--data_dir={data}",
-                                    f"--bert_model_name_or_path={teacher_model}", *lower],
-             [Path(cfg), *backbone, *splits], [data / f"{s}.txt.fs" for s in SPLITS]),
+                                    f"--bert_model_name_or_path={backbone}", *lower],
+             [Path(cfg), *local_files(backbone), *[data / f"{s}.txt" for s in SPLITS]],
+             [data / f"{s}.txt.fs" for s in SPLITS]),
         Step("train teacher", ["train.py", f"--config={cfg}", f"--data_dir={data}",
-                               f"--bert_model_name_or_path={teacher_model}", *lower, f"--bert_output_dir={teacher}",
+                               f"--bert_model_name_or_path={backbone}", *lower, f"--bert_output_dir={teacher}",
                                f"--lr={t.lr}", f"--epoch={t.epochs}", f"--batch_size={t.batch_size}",
                                "--use_transformers_optimizer", f"--warmup_epoch={t.warmup_epoch}",
                                f"--weight_decay={t.weight_decay}", f"--log_dir={runs / 'teacher'}"],
-             [Path(cfg), *backbone, data / "train.txt.fs", data / "valid.txt.fs"], [teacher / "train_results.json"]),
-        Step("evaluate teacher", ["evaluate.py", f"--config={cfg}", f"--data_dir={data}",
-                                  f"--bert_output_dir={teacher}", "--num_threads=1"],
-             [teacher / "model.safetensors", data / "test.txt"], [teacher / "results.json"]),
-        Step("evaluate teacher (padded)", ["evaluate.py", f"--config={cfg}", f"--data_dir={data}",
-                                           f"--bert_output_dir={teacher}", "--num_threads=1", "--pad_to_n_ctx"],
-             [teacher / "model.safetensors", data / "test.txt"], [teacher / "padded.results.json"]),
+             [Path(cfg), *local_files(backbone), data / "train.txt.fs", data / "valid.txt.fs"],
+             [teacher / "train_results.json"]),
     ]
 
 
-def augment_steps(recipe: Recipe, data: Path, teacher: Path, lowercase: bool, mask_token: str, tokenizer: str,
-                  tag: str = "") -> list[Step]:
-    """Augmentation, its teacher ids, the teacher's logits, and their copy for the students
-    (`tag` names the steps apart when the ablation builds a second augmented set)."""
-    cfg = recipe.teacher.config
-    lower = ["--bert_do_lower_case"] if lowercase else []
-    return [
-        Step(f"augment{tag}", ["augment_data.py", "--input", str(data / "train.txt"), "--output",
-                               str(data / "augmented.raw"), f"--n_iter={recipe.n_iter}", f"--mask_token={mask_token}",
-                               f"--ngram_mode={recipe.ngram_mode}", f"--tokenizer={tokenizer}", "--parallel",
-                               "--seed=42"],
-             [data / "train.txt"], [data / "augmented.raw"]),
-        Step(f"preprocess augmented (teacher){tag}", [
-            "preprocess.py", f"--config={cfg}", f"--data_dir={data}", f"--bert_model_name_or_path={teacher}", *lower,
-            "--augmented"], [Path(cfg), data / "augmented.raw"], [data / "augmented.raw.fs"]),
-        Step(f"label augmented{tag}", ["evaluate.py", f"--config={cfg}", f"--data_dir={data}",
-                                       f"--bert_output_dir={teacher}", f"--batch_size={recipe.label_batch_size}",
-                                       "--augmented", f"--amp={recipe.label_amp}"],
-             [data / "augmented.raw.fs", teacher / "model.safetensors"], [data / "augmented.raw.pred"]),
-        Step(f"copy logits{tag}", ["cp", str(data / "augmented.raw.pred"), str(data / "augmented.txt")],
-             [data / "augmented.raw.pred"], [data / "augmented.txt"]),
-    ]
+def teacher_eval_steps(config: str, data: Path, teacher: str, out: Path, label_map: str | None,
+                       teacher_files: list[Path]) -> list[Step]:
+    """The teacher's test accuracy and latency, as the students' are measured (its results in
+    `out`, not in the teacher's directory, which may be the user's). `teacher_files`: the
+    files that make it (its weights and config), so a changed teacher is evaluated again."""
+    mapping = [f"--label_map={label_map}"] if label_map else []
+    common = ["evaluate.py", f"--config={config}", f"--data_dir={data}", f"--bert_output_dir={teacher}",
+              "--num_threads=1", *mapping]
+    inputs = [*teacher_files, data / "test.txt", data / "train.txt"]
+    return [Step("evaluate teacher", [*common, f"--results_path={out / 'teacher.results.json'}"], inputs,
+                 [out / "teacher.results.json"]),
+            Step("evaluate teacher (padded)", [*common, "--pad_to_n_ctx",
+                                               f"--results_path={out / 'teacher.padded.results.json'}"],
+                 inputs, [out / "teacher.padded.results.json"])]
+
+
+def augment_step(recipe: Recipe, data: Path, mask_token: str, tokenizer: str) -> Step:
+    """New sentences from the training sentences (masking, same-POS swaps, n-grams)."""
+    return Step("augment", ["augment_data.py", "--input", str(data / "train.txt"), "--output",
+                            str(data / "augmented.raw"), f"--n_iter={recipe.n_iter}", f"--mask_token={mask_token}",
+                            f"--ngram_mode={recipe.ngram_mode}", f"--tokenizer={tokenizer}", "--parallel",
+                            "--seed=42"],
+                [data / "train.txt"], [data / "augmented.raw"])
+
+
+def label_step(recipe: Recipe, data: Path, student_config: str, teacher: str | None = None,
+               teacher_files: list[Path] | None = None, augmented: bool = False, unlabeled: str | None = None,
+               teacher_logits: str | None = None, label_map: str | None = None) -> Step:
+    """The transfer set, `transfer.txt`: the teacher's scores for the training sentences, the
+    augmented ones and the unlabeled text, or the scores of a file (label.py)."""
+    mapping = [f"--label_map={label_map}"] if label_map else []
+    common = [f"--data_dir={data}", f"--student_config={student_config}", *mapping]
+    splits = [data / f"{s}.txt" for s in SPLITS]
+    if teacher_logits:
+        return Step("label (scores from a file)", ["label.py", f"--teacher_logits={teacher_logits}", *common],
+                    [Path(teacher_logits), Path(student_config), *splits], [data / "transfer.txt"])
+    sources = (["--augmented"] if augmented else []) + ([f"--unlabeled={unlabeled}"] if unlabeled else [])
+    inputs = [*(teacher_files or []), Path(student_config), *splits,
+              *([data / "augmented.raw"] if augmented else []), *([Path(unlabeled)] if unlabeled else [])]
+    return Step("label", ["label.py", f"--teacher={teacher}", *common, *sources,
+                          f"--batch_size={recipe.label_batch_size}", f"--amp={recipe.label_amp}"],
+                inputs, [data / "transfer.txt"])
 
 
 def student_data_step(data: Path, config: str, embedding_path: str, tag: str = "") -> Step:
     """The GloVe vocabulary over every file, and the students' id files."""
     return Step(f"preprocess students{tag}", ["preprocess.py", f"--config={config}", f"--data_dir={data}",
-                                              f"--embedding_path={embedding_path}", "--augmented"],
-                [Path(config), Path(embedding_path), data / "augmented.txt", *[data / f"{s}.txt" for s in SPLITS]],
-                [data / "augmented.txt.ids", *[data / f"{s}.txt.ids" for s in SPLITS], data / "vocab.txt"])
+                                              f"--embedding_path={embedding_path}", "--augmented",
+                                              "--augmented_filename=transfer.txt"],
+                [Path(config), Path(embedding_path), data / "transfer.txt", *[data / f"{s}.txt" for s in SPLITS]],
+                [data / "transfer.txt.ids", *[data / f"{s}.txt.ids" for s in SPLITS], data / "vocab.txt"])
+
+
+def checkpoint_name(name: str, kind: str, seed_index: int = 0) -> str:
+    """`cnn-distill.pt`, and for the recipe's further seeds `cnn-distill-seed2.pt`, ..."""
+    return f"{name}-{kind}" + (f"-seed{seed_index + 1}" if seed_index else "") + ".pt"
 
 
 def student_steps(recipe: Recipe, name: str, kind: str, data: Path, checkpoint: Path, runs: Path,
-                  extra: list[str] | None = None, device: str = "auto") -> list[Step]:
-    """Train student `name` on gold labels (`kind` "gold") or teacher logits (any other
-    `kind`, with `extra` train.py flags), then evaluate it on test.txt."""
+                  transfer: str = "both", seed: int = 42, extra: list[str] | None = None, device: str = "auto",
+                  padded: bool = True) -> list[Step]:
+    """Train student `name` on gold labels (`kind` "gold") or on the transfer set's teacher
+    logits (any other `kind`, learning from the `transfer` sources, with `extra` train.py
+    flags instead of the recipe's loss), then evaluate it on test.txt (`padded`: also timed
+    the seed's way)."""
     s, cfg = recipe.students[name], recipe.student_config(name)
     distill = kind != "gold"
     own = [f"--criterion={s.criterion}"] + ([f"--temperature={s.temperature}"] if s.criterion != "MSELoss" else [])
-    targets = ["--augmented", *(extra or own)] if distill else []
-    train_input = data / ("augmented.txt.ids" if distill else "train.txt.ids")
-    return [
-        Step(f"train {name} {kind}", [
+    targets = ["--augmented", "--augmented_filename=transfer.txt", f"--transfer={transfer}",
+               *(extra or own)] if distill else []
+    optimizer = (["--optimizer=sgd", "--warmup_epoch=0"] if s.optimizer == "sgd" else
+                 ["--use_transformers_optimizer", "--warmup_epoch=0", "--weight_decay=0.0"])
+    train_input = data / ("transfer.txt.ids" if distill else "train.txt.ids")
+    label = f"{name} {kind}" + (f" (seed {seed})" if seed != 42 else "")
+    evaluate = ["evaluate.py", f"--config={cfg}", f"--data_dir={data}", f"--model_path={checkpoint}",
+                "--num_threads=1", f"--device={device}"]
+    steps = [
+        Step(f"train {label}", [
             "train.py", f"--config={cfg}", f"--data_dir={data}", f"--save_path={checkpoint}", f"--lr={s.lr}",
-            f"--epoch={s.epochs if distill else s.gold_epochs}", f"--batch_size={s.batch_size}",
-            "--use_transformers_optimizer", "--warmup_epoch=0", "--weight_decay=0.0", f"--amp={s.amp}",
-            f"--device={device}", f"--log_dir={runs / f'{name}-{kind}'}", *[f"--set={o}" for o in s.set],
-            *targets],
+            f"--epoch={s.epochs if distill else s.gold_epochs}", f"--batch_size={s.batch_size}", *optimizer,
+            f"--amp={s.amp}", f"--device={device}", f"--seed={seed}", f"--log_dir={runs / checkpoint.stem}",
+            *[f"--set={o}" for o in s.set], *targets],
             [Path(cfg), train_input, data / "valid.txt.ids", data / "vocab.txt"],
             [Path(f"{checkpoint}.train_results.json")]),
-        Step(f"evaluate {name} {kind}", ["evaluate.py", f"--config={cfg}", f"--data_dir={data}",
-                                         f"--model_path={checkpoint}", "--num_threads=1", f"--device={device}"],
-             [checkpoint, data / "test.txt"], [Path(f"{checkpoint}.results.json")]),
-        # latency as the seed timed it (ids padded to n_ctx), for the comparison with its table
-        Step(f"evaluate {name} {kind} (padded)", ["evaluate.py", f"--config={cfg}", f"--data_dir={data}",
-                                                  f"--model_path={checkpoint}", "--num_threads=1",
-                                                  f"--device={device}", "--pad_to_n_ctx"],
-             [checkpoint, data / "test.txt"], [Path(f"{checkpoint}.padded.results.json")]),
+        Step(f"evaluate {label}", evaluate, [checkpoint, data / "test.txt"], [Path(f"{checkpoint}.results.json")]),
     ]
+    if padded:  # latency as the seed timed it (ids padded to n_ctx), for the comparison with its table
+        steps.append(Step(f"evaluate {label} (padded)", [*evaluate, "--pad_to_n_ctx"], [checkpoint, data / "test.txt"],
+                          [Path(f"{checkpoint}.padded.results.json")]))
+    return steps

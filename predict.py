@@ -19,7 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
-from util import UserError, atomic_write_text, positive, run_main, setup_logging
+from runtime import Bundle, Prediction
+from util import UserError, atomic_write_text, positive, run_main
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model_path", help="student checkpoint from train.py")
-    source.add_argument("--bert_output_dir", help="teacher directory from train.py")
+    source.add_argument("--bert_output_dir", help="teacher: a directory from train.py or any Hugging Face sequence "
+                                                  "classifier (directory or hub name); its own labels")
     source.add_argument("--bundle", help="deployment bundle directory (runtime.py: numpy + onnxruntime)")
     p.add_argument("--input", help="raw sentences, one a line ('-' or none: stdin, unless only --export_bundle)")
     p.add_argument("--output", default="-", help="where to write ('-': stdout)")
@@ -61,8 +63,8 @@ def read_sentences(path: str) -> list[str]:
     return sentences
 
 
-def format_lines(sentences: list[str], results: list[tuple[str, dict[str, float]]], fmt: str) -> list[str]:
-    """One output line per sentence, from (label, {label: probability}) pairs."""
+def format_lines(sentences: list[str], results: list[Prediction], fmt: str) -> list[str]:
+    """One output line per sentence, from its Prediction (label, {label: probability})."""
     if fmt == "jsonl":
         return [json.dumps({"sentence": s, "label": label, "probabilities": probs}, ensure_ascii=False)
                 for s, (label, probs) in zip(sentences, results)]
@@ -78,11 +80,9 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError("--onnx_path names the model --enable_ort runs: add --enable_ort")
 
 
-def predict(args: argparse.Namespace, sentences: list[str] | None) -> list[tuple[str, dict[str, float]]] | None:
+def predict(args: argparse.Namespace, sentences: list[str] | None) -> list[Prediction] | None:
     """Load the model the flags name (export a bundle if asked) and label `sentences`."""
     if args.bundle:
-        from runtime import Bundle
-
         try:
             bundle = Bundle.load(args.bundle, num_threads=args.num_threads or 0)
         except (OSError, ValueError, KeyError) as e:
@@ -102,14 +102,13 @@ def predict(args: argparse.Namespace, sentences: list[str] | None) -> list[tuple
     if args.enable_ort:
         if device.type != "cpu":
             raise UserError("--enable_ort runs on the CPU; add --device cpu")
-        predictor.use_onnxruntime(args.onnx_path, args.num_threads or 0)
-    return [(p.label, p.probabilities) for p in predictor.predict(sentences, args.batch_size)]
+        predictor.use_runtime("onnxruntime", args.onnx_path, args.num_threads or 0)
+    return predictor.predict(sentences, args.batch_size)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
-    setup_logging()
 
     def body() -> int:
         check_flags(args)

@@ -4,11 +4,13 @@ or a GloVe vocabulary (`.ids`).
     python preprocess.py --config=configs/config-bert-mean.json --data_dir=data/sst2 \
         --bert_model_name_or_path=./embeddings/all-MiniLM-L6-v2 --bert_do_lower_case
     python preprocess.py --config=configs/config-glove-cnn.json --data_dir=data/sst2
-    python preprocess.py --config=configs/config-glove-cnn.json --data_dir=data/sst2 --augmented
+    python preprocess.py --config=configs/config-glove-cnn.json --data_dir=data/sst2 --augmented \
+        --augmented_filename=transfer.txt      # the transfer set from label.py (or the seed's augmented.txt)
 
 Writes `label.txt` (sorted labels), and for GloVe `vocab.txt` + `embedding.npy`. The GloVe
 vocabulary is rebuilt from every file converted in the same run, so all `.ids` files
-always share one vocabulary. Words are split by the config's `tokenizer`. For a teacher,
+always share one vocabulary; they hold word ids (a bag of n-grams adds its n-grams as it
+reads them). Words are split by the config's `tokenizer`. For a teacher,
 `preprocess.transformer.json` records the tokenizer and lower-casing the `.fs` files were
 made with; a later run (or train.py) with the other lower-casing is refused.
 """
@@ -25,22 +27,22 @@ from cli import common_parser
 from config import Config, config_to_dict, load_config
 from dataset import (
     TOKENIZATION_RECORD,
-    GloveEncoder,
-    TransformerEncoder,
     build_labels,
     build_vocab,
+    count_tokens,
     label_ids,
     read_examples,
     read_glove,
     read_labels,
-    read_predictions,
     read_tokenization_record,
+    read_transfer,
+    transfer_ids_line,
     write_ids,
     write_labels,
     write_vocab,
 )
-from tokenization import WordTokenizer
-from util import UserError, run_main, setup_logging, write_json
+from runtime import SubwordIds, WordTokenizer
+from util import UserError, atomic_path, run_main, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 parents=[common_parser(runtime=False, teacher=True)])
     p.add_argument("--embedding_path", help="GloVe text file (default embeddings/glove.6B.<token_emb_dim>d.txt)")
-    p.add_argument("--augmented", action="store_true", help="convert the augmented file as well")
+    p.add_argument("--augmented", action="store_true",
+                   help="convert the augmented file as well (GloVe: the transfer set, teacher logits included)")
     p.add_argument("--augmented_filename",
-                   help="augmented file in data_dir (default: augmented.raw for transformers, augmented.txt for GloVe)")
+                   help="augmented file in data_dir (default: augmented.raw for transformers, augmented.txt for GloVe; "
+                        "label.py writes transfer.txt)")
     return p
 
 
@@ -77,16 +81,20 @@ def preprocess_transformer(args: argparse.Namespace, config: Config, data_dir: P
                         f"{data_dir / TOKENIZATION_RECORD} says the .fs files here were made with it "
                         f"{'on' if record['lowercase'] else 'off'}; use the same setting")
     tokenizer = load_hf_tokenizer(args.bert_model_name_or_path)
-    encoder = TransformerEncoder(tokenizer, args.bert_do_lower_case, config.n_ctx)
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError(f"{args.bert_model_name_or_path}: its tokenizer has no fast (tokenizers) version")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encode = SubwordIds(tokenizer.backend_tokenizer, args.bert_do_lower_case, config.n_ctx, pad_id).encode_batch
     written = {}
     if args.augmented:
+        # the seed's command; label.py and evaluate.py --augmented tokenize as they label
         labels = read_labels(data_dir / "label.txt")
         name = args.augmented_filename or "augmented.raw"
         examples = read_examples(data_dir / name)
         index = {label: i for i, label in enumerate(labels)}
         # augmented lines carry a placeholder label: -1 where it is not a training label
         targets = [index.get(e.label, -1) for e in examples]
-        ids = encoder.encode_many([e.sentence for e in examples])
+        ids = encode([e.sentence for e in examples])
         write_ids(data_dir / f"{name}.fs", ids, targets)
         written[f"{name}.fs"] = len(ids)
     else:
@@ -95,7 +103,7 @@ def preprocess_transformer(args: argparse.Namespace, config: Config, data_dir: P
         write_labels(data_dir / "label.txt", labels)
         for split, examples in splits.items():
             targets = label_ids(examples, labels, data_dir / f"{split}.txt")
-            ids = encoder.encode_many([e.sentence for e in examples])
+            ids = encode([e.sentence for e in examples])
             write_ids(data_dir / f"{split}.txt.fs", ids, targets)
             written[f"{split}.txt.fs"] = len(ids)
     return {"tokenizer": str(args.bert_model_name_or_path), "lowercase": args.bert_do_lower_case,
@@ -103,42 +111,43 @@ def preprocess_transformer(args: argparse.Namespace, config: Config, data_dir: P
 
 
 def preprocess_glove(args: argparse.Namespace, config: Config, data_dir: Path) -> dict:
-    """Build the GloVe vocabulary over all files and write `.ids` files."""
+    """Build the GloVe vocabulary over the splits and the transfer set, and write `.ids` files.
+    The transfer set is read as a stream, twice (words, then ids), so it may be large."""
     embedding_path = Path(args.embedding_path or f"embeddings/glove.6B.{config.token_emb_dim}d.txt")
     splits = {s: read_examples(data_dir / f"{s}.txt") for s in SPLITS}
     labels = build_labels(splits["train"])
     targets = {s: label_ids(ex, labels, data_dir / f"{s}.txt") for s, ex in splits.items()}
-    sentences = {s: [e.sentence for e in ex] for s, ex in splits.items()}
-    if args.augmented:
-        name = args.augmented_filename or "augmented.txt"
-        sentences[name], logits = read_predictions(data_dir / name, len(labels))
-        targets[name] = list(logits)
     tokenize = WordTokenizer(config.tokenizer, config.lowercase)
-    token_lists = {name: tokenize.many(sents) for name, sents in sentences.items()}
-    wanted = {t for tokens in token_lists.values() for sent in tokens for t in sent}
+    counts = count_tokens(tokenize(e.sentence) for ex in splits.values() for e in ex)
+    transfer = data_dir / (args.augmented_filename or "augmented.txt") if args.augmented else None
+    if transfer is not None:
+        count_tokens((tokenize(row.sentence) for row in read_transfer(transfer, len(labels))), counts)
     start = time.time()
-    glove = read_glove(embedding_path, wanted, config.token_emb_dim)
-    vocab, matrix = build_vocab(
-        (t for tokens in token_lists.values() for t in tokens), glove, config.pad_token, config.unk_token,
-        config.token_emb_dim,
-    )
+    glove = read_glove(embedding_path, set(counts), config.token_emb_dim)
+    vocab, matrix = build_vocab(counts, glove, config.pad_token, config.unk_token, config.token_emb_dim)
     logger.info("[Vocab] %d words (%d of %d distinct data words in %s, %.1fs)",
-                len(vocab), len(vocab) - 2, len(wanted), embedding_path, time.time() - start)
+                len(vocab), len(vocab) - 2, len(counts), embedding_path, time.time() - start)
     write_labels(data_dir / "label.txt", labels)
     write_vocab(data_dir, vocab, matrix)
-    encode = GloveEncoder(vocab, tokenize, config.n_ctx, config.unk_token_id)
+    word_ids = config.word_ids(vocab).word_ids  # the .ids files hold word ids, shared by every student
     written = {}
-    for name, sents in sentences.items():
-        filename = f"{name}.txt.ids" if name in SPLITS else f"{name}.ids"
-        write_ids(data_dir / filename, encode.encode_many(sents), targets[name])
-        written[filename] = len(sents)
+    for split, examples in splits.items():
+        write_ids(data_dir / f"{split}.txt.ids", (word_ids(e.sentence) for e in examples), targets[split])
+        written[f"{split}.txt.ids"] = len(examples)
+    if transfer is not None:
+        index = {label: i for i, label in enumerate(labels)}
+        n = 0
+        with atomic_path(f"{transfer}.ids") as tmp, open(tmp, "w", encoding="utf-8") as f:
+            for row in read_transfer(transfer, len(labels)):
+                f.write(transfer_ids_line(word_ids(row.sentence), row.source, index.get(row.gold, -1), row.scores))
+                n += 1
+        written[f"{transfer.name}.ids"] = n
     return {"embedding_path": str(embedding_path), "vocab_size": len(vocab), "written": written}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
-    setup_logging()
 
     def body() -> int:
         config = load_config(args.config, args.set)

@@ -1,34 +1,293 @@
-"""Serve a distilled student without torch: a deployment bundle (from
-`Predictor.export_bundle` or `predict.py --export_bundle`) loaded with numpy, plus
-onnxruntime for the networks. This file and `tokenization.py` are copied into every bundle.
+"""The one path from text to scores, without torch: sentence -> words or word pieces -> ids ->
+padded batch -> logits -> label and probabilities.
 
-    from runtime import Bundle
-    bundle = Bundle.load("bundle/")
-    bundle.predict(["a gorgeous , witty film"])   # [("1", {"0": 0.02, "1": 0.98})]
+Training, evaluation, labeling, `inference.Predictor` and the deployment bundle all import
+this module, so a model is served exactly as it was trained. It needs only the standard
+library and numpy at import time; spaCy (the `spacy` word tokenizer), `tokenizers` (a
+teacher's word pieces), onnxruntime and openvino are imported when they are used.
 
-Backends: `onnx` (any student or teacher; `model.onnx` in ONNX Runtime) and `numpy` (a bag
-of n-grams: `bow.npz`, its two score tables, nothing but numpy). A student's words are split
-by `tokenization.py`; a teacher's bundle carries its `tokenizer.json`, read with the
-`tokenizers` package (no torch either).
+It is also the only code file of a **bundle** (`Predictor.export_bundle`, `predict.py
+--export_bundle`): a directory with `bundle.json` (labels, tokenization, backend), the model
+(`model.onnx`, or a bag of n-grams' `bow.npz` for the numpy backend), and the vocabulary
+(`vocab.txt`) or the teacher's `tokenizer.json`. `Bundle.load(dir)` imports the bundle's own
+copy of this file by path, under a module name of its own, so bundles of different versions
+live side by side in one process and nothing on `sys.path` is shadowed:
+
+    import importlib.util                      # in a service, without the checkout:
+    spec = importlib.util.spec_from_file_location("sst2_bundle", "bundle/runtime.py")
+    runtime = importlib.util.module_from_spec(spec); spec.loader.exec_module(runtime)
+    bundle = runtime.Bundle.load("bundle/")
+    bundle.predict(["a gorgeous, witty film"])   # [Prediction(label='1', probabilities={...})]
+
+Word tokenizers (`tokenizer` in a GloVe student's config):
+
+- `glove` (the default): splits punctuation and clitics the way GloVe's training text was
+  split (Stanford's PTB-style tokenizer): `moore's` -> `moore 's`, `doesn't` -> `does n't`,
+  `can't` -> `ca n't`, `sweet,` -> `sweet ,`, `up!` -> `up !`; it keeps hyphenated words
+  (`well-made`), numbers (`1,000`, `3.5`), abbreviations (`mr.`, `u.s.`), runs of one
+  punctuation mark (`...`, `--`, ``` `` ```) and bracketed special tokens (`[MASK]`,
+  `<mask>`) whole, and writes quotes as PTB does (`"fine"` -> ``` `` fine '' ```). Text that
+  is already tokenized this way (SST-2) comes out nearly unchanged.
+- `whitespace`: split on white space only, for pre-tokenized data.
+- `spacy`: spaCy's English rule-based tokenizer (`spacy.blank("en")`), special tokens kept.
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
+import re
+import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-from tokenization import WordTokenizer, lowercase_outside
+BUNDLE_FORMAT = "distil-glove-bundle/2"
 
-BUNDLE_FORMAT = "distil-glove-bundle/1"
-# The bag of n-grams' bigram hash, here and in model.py: (first id * M + second id) mod buckets.
-BIGRAM_MULTIPLIER = 1_000_003
+# ---------------------------------------------------------------------------
+# Words
+# ---------------------------------------------------------------------------
 
+WORD_TOKENIZERS = ("glove", "whitespace", "spacy")
+
+# Bracketed special tokens that augmentation inserts ([MASK], <mask>): kept whole.
+_SPECIAL = r"\[[A-Za-z_]+\]|<[A-Za-z_]+>"
+# Abbreviations whose period stays attached (GloVe has `mr.`, `etc.`, `vs.`).
+_ABBREVIATIONS = ("mr", "mrs", "ms", "dr", "jr", "sr", "st", "vs", "prof", "mt", "messrs", "gen", "sen", "rep",
+                  "gov", "lt", "col", "sgt", "capt", "inc", "ltd", "corp", "etc")
+# A letter that does not start a trailing `n't` (so `doesn't` splits as `does` + `n't`).
+_LETTER = r"(?:(?!n't\b)[^\W_])"
+_GLOVE_PATTERN = re.compile(
+    "|".join([
+        _SPECIAL,
+        r"https?://\S+",
+        r"(?:[^\W\d_]\.){2,}",  # u.s., e.g., p.m.
+        r"[^\W\d_]\.(?=\s|$)",  # an initial: john f. kennedy
+        r"(?:" + "|".join(_ABBREVIATIONS) + r")\.(?=\s|$)",
+        r"\d+(?:[.,:]\d+)+",  # 1,000  3.5  10:30
+        # a word: letters and digits, inner hyphens and slashes, inner apostrophes that do not start a
+        # clitic (o'clock), stopping before a trailing n't
+        _LETTER + r"+(?:[-/]" + _LETTER + r"+)*(?:'(?!(?:s|re|ve|d|ll|m)\b)" + _LETTER + r"+)*",
+        r"'(?:em|n'?|\d+s)(?=\s|$)",  # 'em, rock 'n' roll, the '60s
+        r"n't\b|'(?:s|re|ve|d|ll|m)\b",  # clitics
+        r"([^\w\s])\1*",  # a run of one punctuation mark: ... -- `` ''
+        r"\S",  # anything else, one character at a time
+    ]),
+    re.IGNORECASE,
+)
+_SPECIAL_PATTERN = re.compile(f"({_SPECIAL})")
+
+
+def glove_split(text: str) -> list[str]:
+    """Split `text` into GloVe-style tokens (see the module docstring)."""
+    tokens: list[str] = []
+    for chunk in text.split():
+        # No rule splits a run of letters and digits: skip the pattern for those (most
+        # words), which makes this about three times faster.
+        if chunk.isalnum():
+            tokens.append(chunk)
+            continue
+        pieces = [m.group(0) for m in _GLOVE_PATTERN.finditer(chunk)]
+        for i, piece in enumerate(pieces):
+            # PTB (and so GloVe) writes quotes as `` '' and ` ': opening at the start of a chunk
+            if piece == '"':
+                pieces[i] = "``" if i == 0 and len(pieces) > 1 else "''"
+            elif piece == "'" and i == 0 and len(pieces) > 1:
+                pieces[i] = "`"
+        tokens.extend(pieces)
+    return tokens
+
+
+def _spacy_split() -> Callable[[str], list[str]]:
+    try:
+        import spacy
+    except ImportError as e:  # the caller turns this into a user-facing message
+        raise ImportError("the 'spacy' word tokenizer needs spaCy (pip install spacy)") from e
+    tokenizer = spacy.blank("en").tokenizer
+
+    def split(text: str) -> list[str]:
+        tokens: list[str] = []
+        for i, part in enumerate(_SPECIAL_PATTERN.split(text)):
+            if i % 2:  # a special token, kept whole
+                tokens.append(part)
+            elif part.strip():
+                tokens.extend(t.text for t in tokenizer(part) if not t.is_space)
+        return tokens
+
+    return split
+
+
+class WordTokenizer:
+    """Sentence -> word tokens for a GloVe student: optional lower-casing, then `kind`'s split."""
+
+    def __init__(self, kind: str = "glove", lowercase: bool = True):
+        if kind not in WORD_TOKENIZERS:
+            raise ValueError(f"unknown word tokenizer {kind!r}; expected one of {list(WORD_TOKENIZERS)}")
+        self.kind, self.lowercase = kind, lowercase
+        self._split: Callable[[str], list[str]] = {
+            "glove": glove_split, "whitespace": str.split}.get(kind) or _spacy_split()
+
+    def __call__(self, sentence: str) -> list[str]:
+        return self._split(sentence.lower() if self.lowercase else sentence)
+
+    def many(self, sentences: Iterable[str]) -> list[list[str]]:
+        """Tokenize each sentence."""
+        return [self(s) for s in sentences]
+
+    def key(self, sentence: str) -> str:
+        """The sentence as the student sees it (its tokens, space-joined): two lines with the
+        same key are the same input to a student."""
+        return " ".join(self(sentence))
+
+
+def lowercase_outside(text: str, keep: Sequence[str]) -> str:
+    """Lower-case `text` except inside the strings in `keep` (a tokenizer's special tokens, such
+    as `[MASK]`, which the tokenizer only recognises in their own case)."""
+    if not keep:
+        return text.lower()
+    pattern = "(" + "|".join(re.escape(t) for t in sorted(set(keep), key=len, reverse=True)) + ")"
+    parts = re.split(pattern, text)
+    # re.split with one group: odd positions are the kept tokens
+    return "".join(part if i % 2 else part.lower() for i, part in enumerate(parts))
+
+
+# ---------------------------------------------------------------------------
+# Ids: what a model reads
+# ---------------------------------------------------------------------------
+
+# The n-gram hash over word ids: h = first id, then h = (h * M + next id) mod P for each
+# further word; the bucket is h mod buckets. For a bigram (a, b) that is (a * M + b) mod buckets.
+NGRAM_MULTIPLIER = 1_000_003
+NGRAM_MODULUS = (1 << 61) - 1
+
+
+def ngram_features(word_ids: Sequence[int], ngrams: int, buckets: int, offset: int) -> list[int]:
+    """Word ids followed by the hashed id of every 2..`ngrams`-gram of them, shifted by
+    `offset` (the vocabulary size) so that words and n-grams index one table."""
+    features = list(word_ids)
+    for n in range(2, ngrams + 1):
+        for start in range(len(word_ids) - n + 1):
+            h = word_ids[start]
+            for i in range(start + 1, start + n):
+                h = (h * NGRAM_MULTIPLIER + word_ids[i]) % NGRAM_MODULUS
+            features.append(offset + h % buckets)
+    return features
+
+
+class WordIds:
+    """Sentence -> a GloVe student's input ids: its word tokenizer, the vocabulary (a word
+    outside it is `<unk>`), truncation to `n_ctx` words (an empty sentence is one `<unk>`),
+    then, for students with n-gram features (`ngrams` > 1), the hashed n-grams after the
+    words (`ngram_features`)."""
+
+    def __init__(self, vocab: Sequence[str], tokenizer: WordTokenizer, n_ctx: int, unk_id: int = 1,
+                 ngrams: int = 1, buckets: int = 0):
+        self.index = {t: i for i, t in enumerate(vocab)}
+        self.tokenizer, self.n_ctx, self.unk_id = tokenizer, n_ctx, unk_id
+        self.ngrams, self.buckets, self.vocab_size = ngrams, buckets, len(vocab)
+
+    def word_ids(self, sentence: str) -> list[int]:
+        """The sentence's vocabulary ids, truncated to n_ctx (at least one)."""
+        index, unk = self.index, self.unk_id
+        return [index.get(t, unk) for t in self.tokenizer(sentence)[: self.n_ctx]] or [unk]
+
+    def features(self, word_ids: Sequence[int]) -> list[int]:
+        """What the model reads for these word ids (the ids themselves, or with n-grams)."""
+        if self.ngrams <= 1:
+            return list(word_ids)
+        return ngram_features(word_ids, self.ngrams, self.buckets, self.vocab_size)
+
+    def encode(self, sentence: str) -> list[int]:
+        """One sentence's input ids."""
+        return self.features(self.word_ids(sentence))
+
+    def encode_batch(self, sentences: Sequence[str]) -> list[list[int]]:
+        """Input ids for each sentence."""
+        return [self.encode(s) for s in sentences]
+
+
+class SubwordIds:
+    """Sentence -> a teacher's word-piece ids: its own `tokenizers.Tokenizer` (special tokens
+    added, truncated to `n_ctx` pieces, no padding), after lower-casing outside the special
+    tokens when `lowercase` (lower-casing `[MASK]` too would make `[mask]`, which a BERT
+    tokenizer splits into `[`, `mask`, `]`)."""
+
+    def __init__(self, tokenizer: Any, lowercase: bool, n_ctx: int, pad_id: int):
+        from tokenizers import Tokenizer
+
+        # a copy: padding (sentence-transformers ship a fixed 128) and truncation set here only
+        self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(n_ctx)
+        self.lowercase, self.n_ctx, self.pad_id = lowercase, n_ctx, pad_id
+        self.special = sorted(t.content for t in self.tokenizer.get_added_tokens_decoder().values() if t.special)
+
+    @classmethod
+    def from_file(cls, path: str | Path, lowercase: bool, n_ctx: int, pad_id: int) -> "SubwordIds":
+        """From a `tokenizer.json`."""
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_file(str(path)), lowercase, n_ctx, pad_id)
+
+    def prepare(self, sentence: str) -> str:
+        """The text the tokenizer sees."""
+        return lowercase_outside(sentence, self.special) if self.lowercase else sentence
+
+    def encode(self, sentence: str) -> list[int]:
+        """One sentence's word-piece ids."""
+        return self.tokenizer.encode(self.prepare(sentence)).ids
+
+    def encode_batch(self, sentences: Sequence[str]) -> list[list[int]]:
+        """Word-piece ids for each sentence (the tokenizer parallelises a batch)."""
+        return [e.ids for e in self.tokenizer.encode_batch([self.prepare(s) for s in sentences])]
+
+
+# ---------------------------------------------------------------------------
+# Batches and scores
+# ---------------------------------------------------------------------------
+
+def pad_ids(seqs: Sequence[Sequence[int]], pad_id: int, min_len: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Pad id lists to the longest (at least `min_len`): ids `[batch, seq]` and lengths
+    `[batch]`, both int64. Padding comes after each sentence."""
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    ids = np.full((len(seqs), max(int(lengths.max()), min_len)), pad_id, dtype=np.int64)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = seq
+    return ids, lengths
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Batches of indices sorted by length (longest first): least padding, for inference.
+    The caller restores the input order from the indices."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class Prediction(NamedTuple):
+    """One sentence's predicted label and the probability of every label."""
+
+    label: str
+    probabilities: dict[str, float]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of `[n, K]` logits."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def predictions(logits: np.ndarray, labels: Sequence[str]) -> list[Prediction]:
+    """`[n, K]` logits (columns in `labels` order) as `Prediction`s."""
+    return [Prediction(labels[int(row.argmax())], dict(zip(labels, map(float, row)))) for row in softmax(logits)]
+
+
+# ---------------------------------------------------------------------------
+# Backends: `backend(ids [B, T] int64, lengths [B] int64) -> logits [B, K] float32`
+# ---------------------------------------------------------------------------
 
 class OrtSession:
-    """An ONNX Runtime session of an exported student or teacher:
-    `session(ids [B, T] int64, lengths [B] int64) -> logits [B, K] float32`."""
+    """A model exported to ONNX (inputs `ids`, `lengths`; output `logits`) in ONNX Runtime."""
 
     def __init__(self, path: str | Path, num_threads: int = 0):
         import onnxruntime as ort
@@ -37,45 +296,110 @@ class OrtSession:
         options.intra_op_num_threads = num_threads  # 0: ONNX Runtime's default (all cores)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        state = ort.capi.onnxruntime_pybind11_state
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
-                ort.capi.onnxruntime_pybind11_state.NoSuchFile, ort.capi.onnxruntime_pybind11_state.InvalidGraph,
-                ort.capi.onnxruntime_pybind11_state.InvalidArgument) as e:
+        except (state.Fail, state.InvalidProtobuf, state.NoSuchFile, state.InvalidGraph, state.InvalidArgument) as e:
             raise ValueError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from e
 
     def __call__(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"ids": ids, "lengths": lengths})[0]
 
 
+class OpenVinoSession:
+    """The same ONNX file compiled by OpenVINO for the CPU, tuned for latency."""
+
+    def __init__(self, path: str | Path, num_threads: int = 0):
+        import openvino as ov
+
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if num_threads:
+            config["INFERENCE_NUM_THREADS"] = str(num_threads)
+        core = ov.Core()
+        try:
+            self.request = core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()
+        except RuntimeError as e:
+            raise ValueError(f"{path}: OpenVINO cannot compile it ({str(e).splitlines()[0][:200]})") from e
+
+    def __call__(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self.request.infer({"ids": ids, "lengths": lengths})[0]
+
+
+class NumpyBag:
+    """A bag of n-grams in numpy (`bow.npz`): the mean of the sentence's feature rows, then
+    the hidden ReLU layers, then the output layer. Without hidden layers the output layer is
+    folded into the table (`scores`: `[features, K]`), so a sentence costs a row sum."""
+
+    def __init__(self, path: str | Path):
+        with np.load(path, allow_pickle=False) as f:
+            tables = {k: f[k] for k in f.files}
+        self.table = tables["table"]  # [features, E] or, folded, [features, K]
+        self.layers = [(tables[f"weight_{i}"], tables[f"bias_{i}"]) for i in range(int(tables["layers"]))]
+
+    def one(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits `[K]` of one sentence's feature ids (the batch-1 path: no padding)."""
+        x = self.table[np.asarray(ids, dtype=np.int64)].mean(axis=0)  # [E] (or [K] when folded)
+        for i, (weight, bias) in enumerate(self.layers):  # weight: [out, in]
+            x = weight @ x + bias
+            if i + 1 < len(self.layers):
+                x = np.maximum(x, 0.0)
+        return x
+
+    def __call__(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return np.stack([self.one(row[:n]) for row, n in zip(ids, lengths)]).astype(np.float32)
+
+
+# backend name -> (file in the bundle, how to open it)
+BACKENDS: dict[str, tuple[str, Callable[[Path, int], Callable[[np.ndarray, np.ndarray], np.ndarray]]]] = {
+    "numpy": ("bow.npz", lambda path, threads: NumpyBag(path)),
+    "onnxruntime": ("model.onnx", OrtSession),
+    "onnxruntime-int8": ("model.int8.onnx", OrtSession),
+    "openvino": ("model.onnx", OpenVinoSession),
+    "openvino-int8": ("model.int8.onnx", OpenVinoSession),
+}
+
+
+# ---------------------------------------------------------------------------
+# Bundles
+# ---------------------------------------------------------------------------
+
+def import_bundle_code(path: Path) -> Any:
+    """The bundle's own `runtime.py`, imported by path under a name of its own."""
+    name = "distil_glove_bundle_" + hashlib.sha1(str(path).encode()).hexdigest()[:16]
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path / "runtime.py")
+        if spec is None or spec.loader is None:
+            raise FileNotFoundError(f"{path}: no runtime.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 class Bundle:
-    """A student's bundle: its tokenization, vocabulary, labels and one backend."""
+    """A deployment bundle: its tokenization, labels and one backend."""
 
-    def __init__(self, path: Path, meta: dict, backend: str, session: OrtSession | None,
-                 tables: dict[str, np.ndarray] | None):
-        self.meta, self.labels, self.backend = meta, list(meta["labels"]), backend
-        self.n_ctx, self.unk_id, self.pad_id = meta["n_ctx"], meta.get("unk_id"), meta["pad_id"]
-        self.session, self.tables = session, tables
-        if meta["tokenizer"] == "huggingface":  # a teacher: its own subword tokenizer
-            from tokenizers import Tokenizer
-
-            self.subwords = Tokenizer.from_file(str(path / "tokenizer.json"))
-            # sentence-transformers ship tokenizer.json with fixed padding to 128: ids of pad
-            # tokens would count as words (and cost time). Pad per batch here, as training did.
-            self.subwords.no_padding()
-            self.subwords.enable_truncation(self.n_ctx)
-            self.special = list(meta["special_tokens"])
-            self.encode = self._encode_subwords  # type: ignore[method-assign]
+    def __init__(self, path: Path, meta: dict, backend: str, num_threads: int):
+        self.path, self.meta, self.backend = path, meta, backend
+        self.labels = list(meta["labels"])
+        self.pad_id = meta["pad_id"]
+        if meta["tokenizer"] == "huggingface":  # a teacher: its own word pieces
+            self.ids = SubwordIds.from_file(path / "tokenizer.json", meta["lowercase"], meta["n_ctx"], self.pad_id)
         else:
-            self.tokenizer = WordTokenizer(meta["tokenizer"], meta["lowercase"])
             vocab = (path / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
-            self.index = {t: i for i, t in enumerate(vocab)}
+            self.ids = WordIds(vocab, WordTokenizer(meta["tokenizer"], meta["lowercase"]), meta["n_ctx"],
+                               meta["unk_id"], meta.get("ngrams", 1), meta.get("buckets", 0))
+        filename, opener = BACKENDS[backend]
+        self.model = opener(path / filename, num_threads)
 
     @classmethod
     def load(cls, path: str | Path, backend: str | None = None, num_threads: int = 1) -> "Bundle":
-        """Read a bundle directory. `backend`: `numpy` (bags of n-grams only) or `onnx`;
-        by default the bundle's own (`numpy` where it has one)."""
-        path = Path(path)
+        """Open the bundle at `path` with the bundle's own code (imported by path, see the
+        module docstring). `backend`: one of `bundle.json`'s `backends` (default: the one it
+        chose, the fastest that passed its accuracy check when it was exported)."""
+        path = Path(path).resolve()
+        if Path(__file__).resolve().parent != path:
+            return import_bundle_code(path).Bundle.load(path, backend, num_threads)
         meta_path = path / "bundle.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"{path}: not a bundle (no bundle.json)")
@@ -83,56 +407,32 @@ class Bundle:
         if meta.get("format") != BUNDLE_FORMAT:
             raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {BUNDLE_FORMAT!r}")
         backend = backend or meta["backend"]
-        if backend == "numpy":
-            if not (path / "bow.npz").is_file():
-                raise ValueError(f"{path}: the numpy backend needs bow.npz (bags of n-grams only)")
-            with np.load(path / "bow.npz", allow_pickle=False) as f:
-                tables = {k: f[k] for k in f.files}
-            return cls(path, meta, backend, None, tables)
-        if backend != "onnx":
-            raise ValueError(f"unknown backend {backend!r}; expected 'onnx' or 'numpy'")
-        return cls(path, meta, backend, OrtSession(path / "model.onnx", num_threads), None)
+        if backend not in meta["backends"]:
+            raise ValueError(f"{path}: no {backend!r} backend; it has {meta['backends']}")
+        return cls(path, meta, backend, num_threads)
 
     def encode(self, sentence: str) -> list[int]:
-        """Token ids, as at training time (truncated to n_ctx; `<unk>` for an empty sentence)."""
-        index, unk = self.index, self.unk_id
-        return [index.get(t, unk) for t in self.tokenizer(sentence)[: self.n_ctx]] or [unk]
+        """One sentence's input ids, as at training time."""
+        return self.ids.encode(sentence)
 
-    def _encode_subwords(self, sentence: str) -> list[int]:
-        # as dataset.TransformerEncoder: lower-cased outside the special tokens when the teacher was
-        text = lowercase_outside(sentence, self.special) if self.meta["lowercase"] else sentence
-        return self.subwords.encode(text).ids
-
-    def logits(self, sentences: Sequence[str]) -> np.ndarray:
-        """`[n, K]` float32 logits."""
-        return self.logits_for_ids([self.encode(s) for s in sentences])
+    def encode_batch(self, sentences: Sequence[str]) -> list[list[int]]:
+        """Input ids for each sentence."""
+        return self.ids.encode_batch(sentences)
 
     def logits_for_ids(self, encoded: Sequence[Sequence[int]]) -> np.ndarray:
-        """`[n, K]` float32 logits of already encoded sentences."""
-        if self.backend == "numpy":
-            return np.stack([self._bow_logits(ids) for ids in encoded])
-        width = max(map(len, encoded))
-        ids = np.full((len(encoded), width), self.pad_id, dtype=np.int64)
-        for row, seq in enumerate(encoded):
-            ids[row, : len(seq)] = seq
-        return self.session(ids, np.array([len(s) for s in encoded], dtype=np.int64))
+        """`[n, K]` float32 logits of encoded sentences (a batch of several is padded)."""
+        if isinstance(self.model, NumpyBag):
+            return np.stack([self.model.one(seq) for seq in encoded]).astype(np.float32)
+        return self.model(*pad_ids(encoded, self.pad_id))
 
-    def _bow_logits(self, ids: list[int]) -> np.ndarray:
-        # (sum of unigram score rows + sum of bigram score rows) / feature count + bias: [K]
-        t = self.tables
-        a = np.asarray(ids, dtype=np.int64)
-        scores = t["unigram_scores"][a].sum(0)
-        if len(a) > 1:
-            scores = scores + t["bigram_scores"][(a[:-1] * BIGRAM_MULTIPLIER + a[1:]) % int(t["buckets"])].sum(0)
-        return scores / (2 * len(a) - 1) + t["bias"]
+    def logits(self, sentences: Sequence[str]) -> np.ndarray:
+        """`[n, K]` float32 logits, columns in `labels` order."""
+        return self.logits_for_ids(self.encode_batch(sentences))
 
-    def predict(self, sentences: Sequence[str]) -> list[tuple[str, dict[str, float]]]:
-        """(label, {label: probability}) for each sentence."""
-        logits = self.logits(sentences)
-        z = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs = z / z.sum(axis=1, keepdims=True)
-        return [(self.labels[int(p.argmax())], dict(zip(self.labels, map(float, p)))) for p in probs]
+    def predict(self, sentences: Sequence[str]) -> list[Prediction]:
+        """The label and label probabilities of each sentence."""
+        return predictions(self.logits(sentences), self.labels)
 
     def predict_label(self, sentence: str) -> str:
         """The label of one sentence (the batch-1 path)."""
-        return self.labels[int(self.logits([sentence])[0].argmax())]
+        return self.labels[int(self.logits_for_ids([self.encode(sentence)])[0].argmax())]

@@ -2,26 +2,29 @@
 per-epoch early-stopping rule, resumable state, and one adaptor per model kind (`TeacherTask`,
 `StudentTask`) that reads the data, builds the model, computes a batch's loss and saves.
 
-The seed's optimizer flags, as `dsindex/iclassifier` defines them:
+The optimizer flags (the seed's, as `dsindex/iclassifier` defines them, and `sgd`):
 
-- default: AdamW at `lr` with `weight_decay` on every parameter; after each epoch e (from 0),
-  once e > `warmup_epoch`, the learning rate is multiplied by `lr_decay_rate` when validation
-  has not improved on the previous epoch for `lr_decay_steps` epochs in a row, or has been
-  below its best for more than `lr_decay_steps` epochs (then the count starts again);
+- default: AdamW at `lr` with `weight_decay` on every parameter. After each epoch e (counted
+  from 0) with e > `warmup_epoch`, the learning rate is multiplied by `lr_decay_rate` when
+  (a) validation has been no better than the epoch before for `lr_decay_steps` epochs in a
+  row (that count then restarts from zero), or (b) validation has been strictly below its
+  best for more than `lr_decay_steps` epochs in a row (which decays it again after every
+  such epoch, until validation is back at its best);
 - `--use_transformers_optimizer`: AdamW with no decay on biases and LayerNorm weights, the
   learning rate warmed up linearly over `warmup_epoch` epochs, then decayed linearly to 0;
-- both: training stops once validation has been below its best for more than `patience`
-  epochs in a row (early stopping).
+- `--optimizer sgd` (fastText's training, for bags of n-grams): plain SGD with sparse
+  gradients for the embedding tables and the same linear warm-up and decay;
+- all: training stops once validation has been strictly below its best for more than
+  `patience` epochs in a row (early stopping).
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -38,91 +41,55 @@ from checkpoint import (
 )
 from config import Config, TrainConfig, config_to_dict
 from dataset import (
+    TRANSFER_CHOICES,
     IdsData,
     bucketed_batches,
-    label_ids,
     pad_batch,
-    read_examples,
     read_ids,
     read_labels,
-    read_predictions,
     read_tokenization_record,
+    read_transfer_ids,
     read_vocab,
 )
 from model import build_student, distillation_loss, init_embeddings
-from tokenization import WordTokenizer
 from util import UserError
 
 logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------
-# The training config, from train.py's flags
-# ---------------------------------------------------------------------------
-
-# Defaults that differ by kind: a teacher is fine-tuned gently, a student trained from GloVe.
-TEACHER_DEFAULTS = {"lr": 2e-5, "epoch": 3, "batch_size": 32}
-STUDENT_DEFAULTS = {"lr": 1e-3, "epoch": 5, "batch_size": 128}
-
-
-def train_config(args: argparse.Namespace, config: Config) -> TrainConfig:
-    """The flags as one TrainConfig: defaults by kind, and every ignored combination refused."""
-    defaults = TEACHER_DEFAULTS if config.is_transformer else STUDENT_DEFAULTS
-    linear = args.use_transformers_optimizer
-    if linear and (args.lr_decay_rate != 1.0 or args.lr_decay_steps is not None):
-        raise UserError("--lr_decay_rate/--lr_decay_steps decay the default optimizer's lr; "
-                        "--use_transformers_optimizer has its own linear schedule")
-    if not args.augmented and (args.criterion not in (None, "CrossEntropyLoss") or args.alpha
-                               or args.augmented_filename):
-        raise UserError("--criterion MSELoss/KLDivLoss, --alpha and --augmented_filename need teacher logits: "
-                        "add --augmented")
-    criterion = args.criterion or ("MSELoss" if args.augmented else "CrossEntropyLoss")
-    if args.temperature is not None and (criterion == "MSELoss" or not args.augmented):
-        raise UserError(f"--temperature is not used by {criterion}" + ("" if args.augmented else " on gold labels"))
-    if args.alpha and config.is_transformer:
-        raise UserError("--alpha mixes gold labels into a student's distillation; teachers train on one target")
-    cfg = TrainConfig(
-        lr=args.lr or defaults["lr"], epoch=args.epoch or defaults["epoch"],
-        batch_size=args.batch_size or defaults["batch_size"], eval_batch_size=args.eval_batch_size,
-        use_transformers_optimizer=linear, lr_decay_rate=args.lr_decay_rate,
-        lr_decay_steps=args.lr_decay_steps or 2,
-        warmup_epoch=args.warmup_epoch if args.warmup_epoch is not None else (0.0 if linear else 4.0),
-        patience=args.patience, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
-        criterion=criterion, temperature=args.temperature or 1.0, alpha=args.alpha, measure=args.measure,
-        augmented=args.augmented, augmented_filename=args.augmented_filename, seed=args.seed, amp=args.amp,
-        save_steps=args.save_steps, resume=args.resume, train_limit=args.train_limit)
-    if linear and cfg.warmup_epoch >= cfg.epoch:
-        raise UserError(f"--warmup_epoch {cfg.warmup_epoch:g} >= --epoch {cfg.epoch}: the learning rate would "
-                        "never reach --lr")
-    if config.is_transformer and not args.bert_model_name_or_path:
-        raise UserError(f"{args.config}: a transformer config needs --bert_model_name_or_path")
-    if not config.is_transformer and (args.bert_model_name_or_path or args.bert_do_lower_case):
-        raise UserError("--bert_model_name_or_path/--bert_do_lower_case are for teacher configs")
-    return cfg
-
-
-# ---------------------------------------------------------------------------
 # Optimizer and learning-rate rules
 # ---------------------------------------------------------------------------
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int
+def make_optimizer(model: torch.nn.Module, train_config: TrainConfig, steps_per_epoch: int
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR | None]:
-    """AdamW, and with `use_transformers_optimizer` its per-step linear warm-up/decay schedule
-    (the default path has no per-step schedule: `EpochRule` decays it per epoch)."""
-    # fused=True: one kernel for the whole update instead of a Python loop over the tensors;
-    # the loop was about a quarter of a batch-32 step of the MiniLM teacher on 2 CPU cores.
-    if not cfg.use_transformers_optimizer:
+    """The optimizer `train_config` names, and on the linear paths (`use_transformers_optimizer`,
+    `sgd`) its per-step warm-up/decay schedule (the default path has no per-step schedule:
+    `EpochRule` decays it per epoch)."""
+    tc = train_config
+    if tc.optimizer == "sgd":
+        # fastText's training: sparse updates of the rows a batch touches, so a table of millions
+        # of hashed n-grams costs only its batch's rows per step
+        for module in model.modules():
+            if isinstance(module, torch.nn.Embedding):
+                module.sparse = True
+        optimizer: torch.optim.Optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
+                                                           lr=tc.lr)
+    elif not tc.use_transformers_optimizer:
+        # fused=True: one kernel for the whole update instead of a Python loop over the tensors;
+        # the loop was about a quarter of a batch-32 step of the MiniLM teacher on 2 CPU cores.
         params = [p for p in model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True), None
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            # biases and normalisation weights are not decayed (BERT's recipe, and the seed's)
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, fused=True)
-    total = max(1, steps_per_epoch * cfg.epoch)
-    warmup = int(cfg.warmup_epoch * steps_per_epoch)
+        return torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay, fused=True), None
+    else:
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                # biases and normalisation weights are not decayed (BERT's recipe, and the seed's)
+                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, fused=True)
+    total = max(1, steps_per_epoch * tc.epoch)
+    warmup = int(tc.warmup_epoch * steps_per_epoch)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -173,11 +140,12 @@ class EpochRule:
         return improved, decay, False
 
 
-def epoch_rule(cfg: TrainConfig) -> EpochRule:
-    """The rule `cfg` asks for (decay only on the default optimizer path)."""
-    plateau = not cfg.use_transformers_optimizer
-    return EpochRule(cfg.measure, cfg.patience, cfg.lr_decay_rate if plateau else 1.0, cfg.lr_decay_steps,
-                     cfg.warmup_epoch)
+def epoch_rule(train_config: TrainConfig) -> EpochRule:
+    """The rule `train_config` asks for (decay only on the default optimizer path)."""
+    tc = train_config
+    plateau = not tc.use_transformers_optimizer and tc.optimizer == "adamw"
+    return EpochRule(tc.measure, tc.patience, tc.lr_decay_rate if plateau else 1.0, tc.lr_decay_steps,
+                     tc.warmup_epoch)
 
 
 # ---------------------------------------------------------------------------
@@ -263,42 +231,37 @@ class Task:
     output: Path  # the best model
     last_path: Path  # the resumable state
 
-    def __init__(self, cfg: TrainConfig, config: Config, data_dir: Path):
-        self.cfg, self.config, self.data_dir = cfg, config, data_dir
+    def __init__(self, train_config: TrainConfig, model_config: Config, data_dir: Path):
+        self.train_config, self.model_config, self.data_dir = train_config, model_config, data_dir
         self.labels = read_labels(data_dir / "label.txt")
-        self.train_gold: np.ndarray | None = None  # gold label ids for --alpha
 
     def train_name(self) -> str:
         """The training file's name, before its `.ids`/`.fs` suffix."""
-        if not self.cfg.augmented:
+        if not self.train_config.augmented:
             return "train.txt"
-        return self.cfg.augmented_filename or ("augmented.raw" if self.config.is_transformer else "augmented.txt")
+        return self.train_config.augmented_filename or ("augmented.raw" if self.model_config.is_transformer
+                                                        else "augmented.txt")
 
     def limit(self, n: int) -> None:
         """Keep the first `n` training examples (`--train_limit`)."""
-        d = self.train_data
-        d.ids = d.ids[:n]
-        d.labels = d.labels[:n] if d.labels is not None else None
-        d.logits = d.logits[:n] if d.logits is not None else None
-        if self.train_gold is not None:
-            self.train_gold = self.train_gold[:n]
+        self.train_data = self.train_data.subset(np.arange(min(n, len(self.train_data))))
 
     def loss(self, forward: torch.nn.Module, batch: list[int], device: torch.device,
              amp: torch.dtype | None) -> torch.Tensor:
         """The training loss of one batch (indices into the training data)."""
-        x, lengths = pad_batch([self.train_data.ids[i] for i in batch], self.pad_id)
+        data, tc = self.train_data, self.train_config
+        x, lengths = pad_batch(data.seqs(batch), self.pad_id)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             logits = forward(x.to(device), lengths.to(device)).float()  # [B, K]
-        cfg = self.cfg
-        if not cfg.augmented:
-            return F.cross_entropy(logits, torch.tensor([self.train_data.labels[i] for i in batch], device=device))
-        teacher = torch.from_numpy(self.train_data.logits[batch]).to(device)  # [B, K]
-        loss = distillation_loss(logits, teacher, cfg.criterion, cfg.temperature)
-        if self.train_gold is None:
+        gold = torch.from_numpy(data.labels[batch]).to(device)  # [B], -1: no gold label
+        if not tc.augmented:
+            return F.cross_entropy(logits, gold)
+        teacher = torch.from_numpy(data.scores[batch]).to(device)  # [B, K]
+        loss = distillation_loss(logits, teacher, tc.criterion, tc.temperature)
+        if not tc.alpha:
             return loss
-        gold = torch.from_numpy(self.train_gold[batch]).to(device)  # [B], -1: no gold label
         ce = F.cross_entropy(logits, gold, ignore_index=-1) if bool((gold >= 0).any()) else logits.sum() * 0
-        return cfg.alpha * ce + (1 - cfg.alpha) * loss
+        return tc.alpha * ce + (1 - tc.alpha) * loss
 
     def save(self, path: Path, state: dict) -> None:
         raise NotImplementedError
@@ -309,11 +272,13 @@ class Task:
 
 
 class TeacherTask(Task):
-    """Fine-tune a Hugging Face encoder with a linear head; writes a teacher directory."""
+    """Fine-tune a Hugging Face encoder with a new head; writes a teacher directory."""
 
-    def __init__(self, cfg: TrainConfig, config: Config, data_dir: Path, bert_model: str, lowercase: bool,
-                 output: Path):
-        super().__init__(cfg, config, data_dir)
+    def __init__(self, train_config: TrainConfig, model_config: Config, data_dir: Path, bert_model: str,
+                 lowercase: bool, output: Path):
+        super().__init__(train_config, model_config, data_dir)
+        if train_config.augmented:
+            raise UserError("--augmented trains a student on teacher logits; a teacher trains on gold labels")
         record = read_tokenization_record(data_dir)
         if record is not None and record["lowercase"] != lowercase:
             raise UserError(f"--bert_do_lower_case is {'on' if lowercase else 'off'}, but the .fs files in {data_dir} "
@@ -321,15 +286,15 @@ class TeacherTask(Task):
                             f"({data_dir / 'preprocess.transformer.json'}); use the same setting")
         self.lowercase = lowercase
         self.output, self.last_path = output, output / "last"
-        self.train_data = read_ids(data_dir / f"{self.train_name()}.fs", len(self.labels), cfg.augmented)
-        self.valid_data = read_ids(data_dir / "valid.txt.fs", len(self.labels), False)
+        self.train_data = read_ids(data_dir / "train.txt.fs", len(self.labels))
+        self.valid_data = read_ids(data_dir / "valid.txt.fs", len(self.labels))
         self.tokenizer = load_hf_tokenizer(bert_model)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.model = load_pretrained_teacher(bert_model, len(self.labels), config.dropout, config.enc_class)
+        self.model = load_pretrained_teacher(bert_model, self.labels, model_config)
 
     def save(self, path: Path, state: dict) -> None:
         with_state = "optimizer" in state
-        save_teacher(path, self.model, self.config, self.tokenizer, self.labels, self.lowercase,
+        save_teacher(path, self.model, self.model_config, self.tokenizer, self.labels, self.lowercase,
                      state if with_state else None)
 
     def load_last(self, device: torch.device) -> dict:
@@ -340,44 +305,53 @@ class TeacherTask(Task):
 
 
 class StudentTask(Task):
-    """Train a GloVe student on gold labels or teacher logits; writes one checkpoint file."""
+    """Train a GloVe student on gold labels or on a transfer set's teacher logits; writes one
+    checkpoint file."""
 
-    def __init__(self, cfg: TrainConfig, config: Config, data_dir: Path, output: Path):
-        super().__init__(cfg, config, data_dir)
+    def __init__(self, train_config: TrainConfig, model_config: Config, data_dir: Path, output: Path):
+        super().__init__(train_config, model_config, data_dir)
         self.output, self.last_path = output, Path(f"{output}.last")
         name = self.train_name()
         self.vocab, matrix = read_vocab(data_dir)
-        if matrix.shape[1] != config.token_emb_dim:
+        if matrix.shape[1] != model_config.token_emb_dim:
             raise UserError(f"{data_dir / 'embedding.npy'}: vectors of dimension {matrix.shape[1]}, but the config "
-                            f"has token_emb_dim {config.token_emb_dim}; rerun preprocess.py with matching vectors")
-        self.train_data = read_ids(data_dir / f"{name}.ids", len(self.labels), cfg.augmented)
-        self.valid_data = read_ids(data_dir / "valid.txt.ids", len(self.labels), False)
+                            f"has token_emb_dim {model_config.token_emb_dim}; rerun preprocess.py with matching vectors")
+        if train_config.augmented:
+            self.train_data = self.transfer_lines(read_transfer_ids(data_dir / f"{name}.ids", len(self.labels)))
+        else:
+            self.train_data = read_ids(data_dir / f"{name}.ids", len(self.labels))
+        self.valid_data = read_ids(data_dir / "valid.txt.ids", len(self.labels))
         for data, fname in ((self.train_data, f"{name}.ids"), (self.valid_data, "valid.txt.ids")):
-            top = max((max(s) for s in data.ids if s), default=0)
+            top = int(data.tokens.max(initial=0))
             if top >= len(self.vocab):
                 raise UserError(f"{data_dir / fname}: token id {top} is outside vocab.txt ({len(self.vocab)} "
                                 "words); rerun preprocess.py")
-        if cfg.augmented and cfg.alpha > 0:
-            self.train_gold = self.gold_for_augmented(name)
-        self.pad_id = config.pad_token_id
-        self.model = build_student(config, len(self.vocab), len(self.labels))
+        # what the model reads: the word ids, or a bag of n-grams' words and hashed n-grams
+        ids = model_config.word_ids(self.vocab)
+        if ids.ngrams > 1:
+            self.train_data, self.valid_data = (with_features(d, ids.features) for d in (self.train_data,
+                                                                                         self.valid_data))
+        self.pad_id = model_config.pad_token_id
+        self.model = build_student(model_config, len(self.vocab), len(self.labels))
         init_embeddings(self.model, torch.from_numpy(matrix))
 
-    def gold_for_augmented(self, name: str) -> np.ndarray:
-        """Gold label ids for augmented lines that are original training sentences, -1 for the rest."""
-        tokenize = WordTokenizer(self.config.tokenizer, self.config.lowercase)
-        train_path = self.data_dir / "train.txt"
-        examples = read_examples(train_path)
-        gold = {" ".join(tokenize(e.sentence)): i for e, i in zip(examples, label_ids(examples, self.labels,
-                                                                                         train_path))}
-        sentences, _ = read_predictions(self.data_dir / name, len(self.labels))
-        if len(sentences) != len(self.train_data):
-            raise UserError(f"{self.data_dir / name}: {len(sentences)} lines but {name}.ids has "
-                            f"{len(self.train_data)}; rerun preprocess.py --augmented")
-        ids = np.array([gold.get(" ".join(tokenize(s)), -1) for s in sentences], dtype=np.int64)
-        logger.info("[Alpha] %d of %d augmented lines are training sentences with gold labels",
-                    int((ids >= 0).sum()), len(ids))
-        return ids
+    def transfer_lines(self, data: IdsData) -> IdsData:
+        """The lines of the sources `--transfer` names; `--alpha` needs some gold labels."""
+        tc = self.train_config
+        sources = TRANSFER_CHOICES[tc.transfer]
+        chosen = np.flatnonzero(np.isin(data.sources, sources))
+        if not len(chosen):
+            raise UserError(f"{self.data_dir / self.train_name()}: no lines from {list(sources)} (--transfer "
+                            f"{tc.transfer}); it has {sorted(set(data.sources.tolist()))}")
+        data = data.subset(chosen)
+        with_gold = int((data.labels >= 0).sum())
+        logger.info("[Transfer] %d lines (%s), %d with gold labels", len(data),
+                    ", ".join(f"{s} {int((data.sources == s).sum())}" for s in sources if (data.sources == s).any()),
+                    with_gold)
+        if tc.alpha and not with_gold:
+            raise UserError(f"--alpha mixes in gold labels, but {self.train_name()} has none (write it with label.py, "
+                            "which keeps the training sentences' labels)")
+        return data
 
     def save(self, path: Path, state: dict) -> None:
         save_student(path, self.model, self.vocab, self.labels, state)
@@ -388,13 +362,22 @@ class StudentTask(Task):
         last = load_student(self.last_path, device)
         if last.vocab != self.vocab or last.labels != self.labels:
             raise UserError(f"{self.last_path}: made with another vocabulary or label set than {self.data_dir}")
-        ours, theirs = config_to_dict(self.config), config_to_dict(last.model.config)
+        ours, theirs = config_to_dict(self.model_config), config_to_dict(last.model.config)
         differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
         if differ:
             raise UserError(f"{self.last_path}: made for another config ({differ[0]}: {theirs.get(differ[0])!r} there, "
                             f"{ours.get(differ[0])!r} here)")
         self.model.load_state_dict(last.model.state_dict())
         return last.state
+
+
+def with_features(data: IdsData, features: Callable[[Sequence[int]], list[int]]) -> IdsData:
+    """`data` with each word-id sequence replaced by the model's features of it."""
+    seqs = [features(seq.tolist()) for seq in data.seqs(range(len(data)))]
+    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+    np.cumsum([len(s) for s in seqs], out=offsets[1:])
+    tokens = np.fromiter((t for s in seqs for t in s), dtype=np.int32, count=int(offsets[-1]))
+    return IdsData(tokens, offsets, data.labels, data.scores, data.sources)
 
 
 def steps_per_epoch(n_examples: int, batch_size: int, world: int) -> int:

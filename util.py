@@ -1,11 +1,12 @@
-"""What every stage needs: the user-error type, seeding, device choice, torchrun groups,
-atomic writes, logging set-up and argparse value types.
+"""What the stages need: the user-error type, seeding, device choice, torchrun groups,
+atomic writes, the stages' logging and argparse value types.
 
-Each stage script parses its flags, loads its config (`config.py`), calls `set_seed` and
-`resolve_device`, and writes every output through `atomic_path`, so a killed process never
-leaves a half-written file under its final name. This module imports no other module of
-ours, and torch only inside the functions that need it, so the torch-free deployment path
-(`runtime.py`, `predict.py --bundle`) can use it.
+A stage script parses its flags, loads its config (`config.py`), seeds itself with
+`set_seed` when it draws random numbers (training, augmentation, labeling), picks its device
+with `resolve_device`, runs its body through `run_main` (its logging, one-line errors), and
+writes every output through `atomic_path`, so a killed process never leaves a half-written
+file under its final name. This module imports no other module of ours, and torch only
+inside the functions that need it, so `predict.py --bundle` runs without torch.
 """
 from __future__ import annotations
 
@@ -145,11 +146,20 @@ def set_threads(num_threads: int | None) -> None:
 # Files
 # ---------------------------------------------------------------------------
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it to `path`, on error remove it.
 
-    A process killed mid-write leaves the old file (or none), never a partial one.
+    A process killed mid-write leaves the old file (or none), never a partial one. The file
+    gets the permissions a plain `open` would give it (0666 less the umask), not mkstemp's
+    0600, so a bundle copied into a service image is readable by the service's user.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,6 +168,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -222,21 +234,37 @@ def file_digest(path: str | Path) -> str:
 # Logging, entry points, argparse types
 # ---------------------------------------------------------------------------
 
-def setup_logging(level: int = logging.INFO) -> None:
-    """Handlers for a stage's `main`: `LEVEL:logger:message`, the seed's log format."""
-    logging.basicConfig(level=level, format="%(levelname)s:%(name)s:%(message)s", force=True)
+@contextlib.contextmanager
+def stage_logging() -> Iterator[None]:
+    """While a stage's `main` runs: `LEVEL:logger:message` lines (the seed's format) on stderr,
+    INFO and up (WARNING and up on torchrun ranks other than 0, so one process logs). The
+    root logger is put back as it was afterwards, so a program that calls `main()` keeps its
+    own logging."""
+    root = logging.getLogger()
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def run_main(body: Callable[[], int], log: logging.Logger) -> int:
-    """Run a stage body; a UserError becomes one `ERROR:` line and exit code 1."""
-    try:
-        return body()
-    except UserError as e:
-        log.error("%s", e)
-        return 1
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
+    """Run a stage body with the stage's logging; a UserError becomes one `ERROR:` line and
+    exit code 1."""
+    with stage_logging():
+        try:
+            return body()
+        except UserError as e:
+            log.error("%s", e)
+            return 1
+        except KeyboardInterrupt:
+            log.error("interrupted")
+            return 130
 
 
 def bounded(kind: type, low: float, low_inclusive: bool = False, high: float | None = None) -> Callable[[str], Any]:

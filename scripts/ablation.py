@@ -6,9 +6,10 @@ table is rebuilt from the runs' results files after each one.
     python scripts/ablation.py --stage data                 # only the n-gram-sample data set
     python scripts/ablation.py --stage train --device cuda --jobs 6   # the runs, side by side on a GPU
 
-It stands on `make distill` (the teacher in checkpoints/sst2/teacher and the labeled
-augmented set in data/sst2). The `data` stage builds data/sst2-sample with the pipeline's own
-augmentation stages (pipeline.py) and `ngram_mode` "sample", labeled by the same teacher. Each
+It stands on `make distill` (the teacher in checkpoints/sst2/teacher and the transfer set,
+data/sst2/transfer.txt). The `data` stage builds data/sst2-sample with the pipeline's own
+augmentation and labeling stages (pipeline.py) and `ngram_mode` "sample", labeled by the same
+teacher. The runs learn from the training and augmented sentences (transfer `augmented`). Each
 run uses the student's recipe (configs/recipe-sst2.json); only the named setting changes.
 Writes results/ablation.md.
 """
@@ -28,9 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from checkpoint import read_teacher_meta  # noqa: E402
+from checkpoint import load_hf_tokenizer  # noqa: E402
 from config import STUDENT_KINDS, load_config, load_recipe  # noqa: E402
-from pipeline import Pipeline, augment_steps, student_data_step, student_steps  # noqa: E402
+from pipeline import Pipeline, augment_step, label_step, local_files, student_data_step, student_steps  # noqa: E402,E501
 from util import (  # noqa: E402
     UserError,
     atomic_write_text,
@@ -38,7 +39,6 @@ from util import (  # noqa: E402
     read_json,
     resolve_device,
     run_main,
-    setup_logging,
     write_json,
 )
 
@@ -105,13 +105,13 @@ def write_table(path: Path, out: Path, data: dict[str, Path], student: str, reci
                     f"{'' if valid is None else f'{100 * valid:.2f}'} | {train.get('train_examples', '')} | "
                     f"{train.get('seconds', 0) / 60:.1f} |")
     machine = read_json(out / "machine.json") if (out / "machine.json").exists() else {}
-    counts = {mode: count_lines(d / "augmented.txt") if (d / "augmented.txt").exists() else 0
+    counts = {mode: count_lines(d / "transfer.txt") if (d / "transfer.txt").exists() else 0
               for mode, d in data.items()}
     lines = [
         f"# SST-2 ablation: {STUDENT_KINDS[student].title} student, one setting changed per row", "",
         f"Every row: `train.py` with this student's recipe in `{recipe_path}` ({epochs} epochs, lr {lr:g}, AdamW "
-        f"with linear decay) on the teacher's logits ({counts['mask']:,} augmented sentences with n-gram masking, "
-        f"{counts['sample']:,} with n-gram sampling), then `evaluate.py` on the test set. α mixes gold "
+        f"with linear decay) on the teacher's logits ({counts['mask']:,} training and augmented sentences with n-gram "
+        f"masking, {counts['sample']:,} with n-gram sampling), then `evaluate.py` on the test set. α mixes gold "
         "cross-entropy on the original training sentences: L = α·CE + (1 − α)·KD; KL is scaled by T². The best "
         "epoch is chosen on valid accuracy.",
         f"Runs trained on: {machine.get('device', 'not recorded')}; command: `{machine.get('command', '')}`.", "",
@@ -138,7 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help="comma-separated run names (default: all)")
     p.add_argument("--force", action="store_true", help="rerun every stage")
     args = p.parse_args(argv)
-    setup_logging()
 
     def body() -> int:
         recipe = load_recipe(ROOT / args.recipe)
@@ -158,16 +157,17 @@ def main(argv: list[str] | None = None) -> int:
         rel = {"mask": relative(source), "sample": relative(sample)}
         student_cfg = recipe.student_config(args.student)
         if args.stage in ("all", "data"):
-            if not (source / "augmented.txt.ids").exists():
-                raise UserError(f"{source / 'augmented.txt.ids'}: not found (run `make distill` first)")
-            meta = read_teacher_meta(args.teacher)
+            if not (source / "transfer.txt.ids").exists():
+                raise UserError(f"{source / 'transfer.txt.ids'}: not found (run `make distill` first)")
             sample.mkdir(parents=True, exist_ok=True)
-            for name in ("train.txt", "valid.txt", "test.txt", "label.txt", "preprocess.transformer.json"):
+            for name in ("train.txt", "valid.txt", "test.txt", "label.txt"):
                 shutil.copyfile(source / name, sample / name)
             tokenizer = load_config(ROOT / student_cfg).tokenizer
             sampled = dataclasses.replace(recipe, ngram_mode="sample")
-            for step in [*augment_steps(sampled, rel["sample"], Path(args.teacher), meta["lowercase"],
-                                        meta["mask_token"], tokenizer, tag=" (sample)"),
+            mask = recipe.mask_token or load_hf_tokenizer(args.teacher).mask_token
+            for step in [augment_step(sampled, rel["sample"], mask, tokenizer),
+                         label_step(sampled, rel["sample"], student_cfg, args.teacher, local_files(args.teacher),
+                                    augmented=True),
                          student_data_step(rel["sample"], student_cfg, args.embedding_path, tag=" (sample)")]:
                 pipeline.run(step)
         s = recipe.students[args.student]
@@ -182,13 +182,13 @@ def main(argv: list[str] | None = None) -> int:
             write_json(out / "machine.json", {"device": name, "command": "python scripts/ablation.py "
                                               + " ".join(argv if argv is not None else sys.argv[1:])})
             for d in {rel[v.ngram_mode] for v in variants}:
-                if not (ROOT / d / "augmented.txt.ids").exists():
-                    raise UserError(f"{ROOT / d / 'augmented.txt.ids'}: not found (run the data stage first)")
+                if not (ROOT / d / "transfer.txt.ids").exists():
+                    raise UserError(f"{ROOT / d / 'transfer.txt.ids'}: not found (run the data stage first)")
 
             def run_variant(v: Variant) -> None:
                 steps = student_steps(recipe, args.student, v.name, rel[v.ngram_mode],
                                       relative(out) / f"{args.student}-{v.name}.pt", relative(out) / "runs",
-                                      extra=v.flags(), device=args.device)
+                                      transfer="augmented", extra=v.flags(), device=args.device)
                 for step in steps:
                     pipeline.run(step)
                 write_table(results, out, data, args.student, args.recipe, s.epochs, s.lr)

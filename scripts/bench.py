@@ -36,7 +36,6 @@ from util import (  # noqa: E402
     cpu_model,
     library_versions,
     run_main,
-    setup_logging,
     write_json,
 )
 
@@ -58,10 +57,10 @@ def prepare(args: argparse.Namespace) -> dict:
 
     from checkpoint import load_pretrained_teacher, save_student, save_teacher
     from config import STUDENT_KINDS, load_config
-    from dataset import build_labels, build_vocab, read_examples, read_glove, read_vocab
+    from dataset import build_labels, build_vocab, count_tokens, read_examples, read_glove, read_vocab
     from inference import Predictor, quantize_onnx
     from model import build_student, init_embeddings
-    from tokenization import WordTokenizer
+    from runtime import WordTokenizer
 
     ckpt, work = Path(args.checkpoints), Path(args.onnx_dir) / args.model
     source = ckpt / "teacher" if args.model == "teacher" else ckpt / f"{args.model}-distill.pt"
@@ -74,7 +73,7 @@ def prepare(args: argparse.Namespace) -> dict:
         if args.model == "teacher":
             source = work / "random-teacher"
             config = load_config(ROOT / "configs/config-bert-mean.json")
-            model = load_pretrained_teacher(args.teacher_model, len(labels), config.dropout, config.enc_class)
+            model = load_pretrained_teacher(args.teacher_model, labels, config)
             from checkpoint import load_hf_tokenizer
 
             save_teacher(source, model, config, load_hf_tokenizer(args.teacher_model), labels, lowercase=True)
@@ -87,7 +86,7 @@ def prepare(args: argparse.Namespace) -> dict:
                 tokenize = WordTokenizer(config.tokenizer, config.lowercase)
                 tokens = tokenize.many(e.sentence for e in read_examples(data / "test.txt"))
                 glove = read_glove(args.embedding_path, {t for s in tokens for t in s}, config.token_emb_dim)
-                vocab, matrix = build_vocab(tokens, glove, config.pad_token, config.unk_token, config.token_emb_dim)
+                vocab, matrix = build_vocab(count_tokens(tokens), glove, config.pad_token, config.unk_token, config.token_emb_dim)
             model = build_student(config, len(vocab), len(labels))
             init_embeddings(model, torch.from_numpy(matrix))
             save_student(source, model, vocab, labels)
@@ -124,17 +123,17 @@ def worker(args: argparse.Namespace) -> list[dict]:
                     return int(model(x, lengths).argmax())
 
             def from_text(s: str) -> int:
-                return from_ids(predictor.encode([s])[0])
+                return from_ids(predictor.encode(s))
 
             def batch_logits(batch: list[list[int]]) -> np.ndarray:
                 with torch.inference_mode():
                     return model(*pad_batch(batch, pad)).numpy()
-            encode = predictor.encode
+            encode = predictor.encode_batch
         else:
             from runtime import Bundle
 
             bundle = Bundle.load(info["int8_bundle" if args.runtime.endswith("int8") else "bundle"],
-                                 "numpy" if args.runtime == "numpy" else "onnx", num_threads=threads)
+                                 "numpy" if args.runtime == "numpy" else "onnxruntime", num_threads=threads)
             labels = bundle.labels
 
             def from_ids(ids: list[int]) -> int:
@@ -145,8 +144,7 @@ def worker(args: argparse.Namespace) -> list[dict]:
 
             batch_logits = bundle.logits_for_ids
 
-            def encode(batch: list[str]) -> list[list[int]]:
-                return [bundle.encode(s) for s in batch]
+            encode = bundle.encode_batch
         ids = encode(sentences)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         batches = [[ids[i] for i in order[k:k + 128]] for k in range(0, len(order), 128)]
@@ -291,7 +289,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--warmup", type=int, default=20, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    setup_logging()
     args.n = args.n or (200 if args.quick else 1000)
     args.repeats = args.repeats or (1 if args.quick else 3)
 

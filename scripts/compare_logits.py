@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dataset import read_predictions  # noqa: E402
-from util import UserError, run_main, setup_logging  # noqa: E402
+from util import UserError, run_main  # noqa: E402
 
 
 def compare(a: Path, b: Path) -> dict:
@@ -39,7 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("first", type=Path)
     p.add_argument("second", type=Path)
     args = p.parse_args(argv)
-    setup_logging()
 
     def body() -> int:
         print(json.dumps(compare(args.first, args.second), indent=1))

@@ -3,43 +3,59 @@
     python scripts/distill.py                                   # `make distill`: SST-2, the offline default
     python scripts/distill.py --demo                            # `make demo`: a 3,000-sentence subset
     python scripts/distill.py --data_dir /data/snips --models cnn,bilstm
+    python scripts/distill.py --data_dir /data/snips --teacher my-finetuned-roberta   # a classifier: used as is
     python scripts/distill.py --data_dir /data/snips --teacher embeddings/roberta-base \
-        --teacher_config configs/config-roberta-cls.json --recipe configs/recipe-sst2.json
+        --teacher_config configs/config-roberta-cls.json      # an encoder: fine-tuned first
+    python scripts/distill.py --data_dir /data/snips --teacher my-classifier --unlabeled tickets.txt
+    python scripts/distill.py --data_dir /data/snips --teacher_logits llm-scores.jsonl
 
 DATA is any directory with `train.txt`, `valid.txt` and `test.txt` (`sentence<TAB>label`,
 any string labels). Its name names the run: the stages work in `data/<name>/` (the splits
 are copied there when DATA is elsewhere), checkpoints go to `checkpoints/<name>/` and the
-table to `results/<name>.md`. The teacher's own tokenizer decides the mask token and the
-lower-casing. Each stage is one of the toolkit's command lines, printed before it runs, and
-reruns only when its command or the content of its inputs changed (pipeline.py).
+table to `results/<name>.md`. The teacher is a fine-tuned classifier (a directory from
+train.py or any Hugging Face `*ForSequenceClassification`, used as is, its labels matched to
+the data's by name), an encoder to fine-tune first with the recipe's teacher config, or a
+file of scores made elsewhere. Its own tokenizer decides the mask token and the lower-casing.
+Each stage is one of the toolkit's command lines, printed before it runs, and reruns only
+when its command or the content of its inputs changed (pipeline.py).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from checkpoint import load_hf_tokenizer  # noqa: E402
+from checkpoint import TEACHER_META, is_teacher, load_hf_tokenizer, teacher_labels  # noqa: E402
 from config import STUDENT_KINDS, Recipe, config_to_dict, load_config, load_recipe  # noqa: E402
-from dataset import read_examples, read_labels, tokenizer_lowercases  # noqa: E402
+from dataset import (build_labels, parse_label_map, read_examples, read_labels, teacher_columns,  # noqa: E402
+                     tokenizer_lowercases)
 from pipeline import (  # noqa: E402
     SPLITS,
+    TEACHER_CONFIGS,
     Pipeline,
-    augment_steps,
+    Step,
+    augment_step,
+    checkpoint_name,
+    label_step,
+    local_files,
     student_data_step,
     student_steps,
+    teacher_eval_steps,
     teacher_steps,
 )
-from util import UserError, atomic_write_text, cpu_model, read_json, run_main, setup_logging, write_json  # noqa: E402
+from util import UserError, atomic_write_text, cpu_model, read_json, run_main, write_json  # noqa: E402
 
 logger = logging.getLogger(__name__)
+DEFAULT_TEACHER = "embeddings/all-MiniLM-L6-v2"
 # Keys every student of one run must share: they read the same id files.
 SHARED_KEYS = ("tokenizer", "lowercase", "token_emb_dim", "n_ctx", "pad_token", "unk_token")
 
@@ -47,8 +63,15 @@ SHARED_KEYS = ("tokenizer", "lowercase", "token_emb_dim", "n_ctx", "pad_token", 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data_dir", default="data/sst2", help="train/valid/test.txt (default: SST-2 from `make data`)")
-    p.add_argument("--teacher", default="embeddings/all-MiniLM-L6-v2", help="the teacher's Hugging Face model dir")
-    p.add_argument("--teacher_config", help="teacher config (default: the recipe's)")
+    p.add_argument("--teacher", help="a fine-tuned classifier (used as is) or an encoder to fine-tune: a Hugging Face "
+                                     f"directory or hub name (default {DEFAULT_TEACHER})")
+    p.add_argument("--teacher_config", help="the head to fine-tune an encoder with (default: the recipe's)")
+    p.add_argument("--teacher_logits", help="teacher scores made elsewhere (JSONL, see label.py); no teacher runs")
+    p.add_argument("--unlabeled", help="unlabeled text for the transfer set, one sentence a line")
+    p.add_argument("--label_map", help="the teacher's label names to the data's, e.g. NEGATIVE=0,POSITIVE=1")
+    p.add_argument("--transfer", choices=("augmented", "unlabeled", "both"),
+                   help="what the students learn from (default: the recipe's; else both with --unlabeled, "
+                        "else augmented)")
     p.add_argument("--recipe", help="recipe JSON (default configs/recipe-sst2.json, or recipe-demo.json with --demo)")
     p.add_argument("--models", default=os.environ.get("MODELS") or None,
                    help="comma-separated students (default $MODELS, else the recipe's)")
@@ -87,16 +110,68 @@ def prepare_work_dir(source: Path, work: Path, subset: int, seed: int = 42) -> N
                 atomic_write_text(target, text)
 
 
-def teacher_tokenization(teacher: str, recipe: Recipe) -> tuple[bool, str]:
-    """The teacher tokenizer's own lower-casing and mask token (the recipe's mask_token wins)."""
-    path = Path(teacher)
-    if path.exists() and not (path / "config.json").is_file():
-        raise UserError(f"{path}: not a Hugging Face model directory (no config.json)")
+@dataclass
+class TeacherPlan:
+    """Where the teacher's scores come from: `finetune` (an encoder, fine-tuned here), `ready`
+    (a fine-tuned classifier, used as is) or `file` (scores made elsewhere)."""
+
+    kind: str
+    source: str  # the encoder, the classifier, or the scores file
+    name: str  # for the table
+    lowercase: bool = False
+    mask_token: str | None = None
+    config: str | None = None  # the teacher config evaluate.py expects
+
+
+def plan_teacher(args: argparse.Namespace, recipe: Recipe, labels: list[str]) -> TeacherPlan:
+    """What `--teacher`/`--teacher_logits` give, with the teacher tokenizer's own lower-casing
+    and mask token (the recipe's mask_token wins). A ready teacher's labels must map to the
+    data's `labels` by name: checked here, before anything is written."""
+    if args.teacher_logits:
+        if args.teacher or args.teacher_config:
+            raise UserError("--teacher_logits brings the teacher's scores: --teacher/--teacher_config would not run")
+        if args.unlabeled:
+            raise UserError("--unlabeled text needs a teacher to score it; put it in --teacher_logits instead")
+        if not Path(args.teacher_logits).is_file():
+            raise UserError(f"{args.teacher_logits}: not found (--teacher_logits)")
+        return TeacherPlan("file", args.teacher_logits, f"scores from {Path(args.teacher_logits).name}")
+    teacher = args.teacher or DEFAULT_TEACHER
+    ready = is_teacher(teacher)
+    if ready and args.teacher_config:
+        raise UserError(f"{teacher}: a fine-tuned classifier, used as it is; --teacher_config is the head for "
+                        "fine-tuning an encoder")
+    if not ready and args.label_map:
+        raise UserError(f"{teacher}: an encoder, fine-tuned here on the data's own labels; --label_map is for a "
+                        "classifier with label names of its own")
     tokenizer = load_hf_tokenizer(teacher)
     mask = recipe.mask_token or tokenizer.mask_token
     if not mask:
         raise UserError(f"{teacher}: its tokenizer has no mask token; set mask_token in the recipe")
-    return tokenizer_lowercases(tokenizer), mask
+    if ready:
+        teacher_columns(teacher_labels(teacher), labels, parse_label_map(args.label_map), teacher)
+        meta = Path(teacher) / TEACHER_META
+        head = read_json(meta)["config"]["enc_class"] if meta.is_file() else "hf"
+        lowercase = bool(read_json(meta).get("lowercase")) if meta.is_file() else tokenizer_lowercases(tokenizer)
+        return TeacherPlan("ready", teacher, Path(teacher).name, lowercase, mask, TEACHER_CONFIGS[head])
+    return TeacherPlan("finetune", teacher, Path(teacher).name, tokenizer_lowercases(tokenizer), mask,
+                       args.teacher_config or recipe.teacher.config)
+
+
+def resolve_transfer(args: argparse.Namespace, recipe: Recipe, teacher: TeacherPlan) -> str:
+    """What the students learn from; a choice that would leave a given input unused is refused."""
+    transfer = args.transfer or recipe.transfer
+    if teacher.kind == "file":
+        if transfer == "augmented":
+            raise UserError("transfer 'augmented' needs a teacher to score augmented sentences; --teacher_logits "
+                            "brings its own sentences")
+        return "both"
+    if transfer is None:
+        return "both" if args.unlabeled else "augmented"
+    if transfer in ("unlabeled", "both") and not args.unlabeled:
+        raise UserError(f"transfer {transfer!r} learns from unlabeled text: give --unlabeled (UNLABELED=)")
+    if transfer == "augmented" and args.unlabeled:
+        raise UserError("--unlabeled text would not be used with transfer 'augmented'; use 'unlabeled' or 'both'")
+    return transfer
 
 
 def student_config_for_data(recipe: Recipe, models: list[str]) -> str:
@@ -122,44 +197,77 @@ def read_results(path: Path) -> dict | None:
     return read_json(path) if path.exists() else None
 
 
-def write_table(path: Path, title: str, out: Path, data: Path, teacher_name: str, recipe: Recipe, models: list[str],
-                record: dict, recipe_path: str) -> None:
+def accuracy_cell(results: list[dict]) -> str:
+    """One run: `acc (correct/total)`; several seeds: `mean ± std (n seeds: a, b, c)`."""
+    if len(results) == 1:
+        r = results[0]
+        return f"{100 * r['accuracy']:.2f} ({r['correct']}/{r['total']})"
+    accs = [100 * r["accuracy"] for r in results]
+    mean = sum(accs) / len(accs)
+    std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5
+    return f"{mean:.2f} ± {std:.2f} ({len(accs)} seeds: {', '.join(f'{a:.2f}' for a in accs)})"
+
+
+def transfer_summary(work: Path, transfer: str) -> str:
+    """A sentence on the transfer set: its sources and what was dropped (from label.py's results)."""
+    res = read_results(work / "transfer.txt.results.json")
+    if res is None:
+        return ""
+    src = res["sources"]
+    kept = ", ".join(f"{s} {c['kept']:,}" for s, c in src.items())
+    dups = sum(c["duplicates"] for c in src.values())
+    held = sum(c["in_valid_or_test"] for c in src.values())
+    return (f"Transfer set: {res['sentences']:,} sentences ({kept}); dropped {dups:,} duplicates and {held:,} lines "
+            f"that are valid or test sentences. The students learn from `{transfer}`.")
+
+
+def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherPlan, recipe: Recipe,
+                models: list[str], record: dict, recipe_path: str, transfer: str) -> None:
     """The results table, from the runs' results files (nothing typed by hand)."""
-    teacher = read_results(out / "teacher" / "results.json")
 
-    def row(name: str, trained_on: str, res: dict | None, train_results: Path, padded: Path | None = None) -> str:
-        if res is None:
+    def row(name: str, trained_on: str, results: list[dict], train_results: list[Path], padded: Path | None) -> str:
+        if not results:
             return f"| {name} | {trained_on} | (not run yet) | | | | | |"
-        train_s = (read_results(train_results) or {}).get("seconds")
+        res = results[0]
+        train_s = [t["seconds"] for t in map(read_results, train_results) if t]
         pad = read_results(padded) if padded else None
-        pad_ms = "" if pad is None else f"{pad['ms_per_example']:.3f}"
-        return (f"| {name} | {trained_on} | {100 * res['accuracy']:.2f} ({res['correct']}/{res['total']}) | "
-                f"{res['ms_per_example']:.3f} | {pad_ms} | "
+        return (f"| {name} | {trained_on} | {accuracy_cell(results)} | {res['ms_per_example']:.3f} | "
+                f"{'' if pad is None else format(pad['ms_per_example'], '.3f')} | "
                 f"{res['parameters']:,} | {res['parameters_without_embeddings']:,} | "
-                f"{'' if train_s is None else f'{train_s / 60:.1f}'} |")
+                f"{f'{sum(train_s) / len(train_s) / 60:.1f}' if train_s else ''} |")
 
-    rows = [row(f"{teacher_name} teacher", "gold labels (fine-tuned)", teacher, out / "teacher" / "train_results.json",
-                out / "teacher" / "padded.results.json")]
+    if teacher.kind == "file":
+        rows = [f"| teacher: {teacher.name} | (scores from a file; no teacher ran) | | | | | | |"]
+    else:
+        teacher_res = read_results(out / "teacher.results.json")
+        rows = [row(f"{teacher.name} teacher", "gold labels (fine-tuned here)" if teacher.kind == "finetune"
+                    else "as given (its own head)", [teacher_res] if teacher_res else [],
+                    [out / "teacher" / "train_results.json"], out / "teacher.padded.results.json")]
     for m in models:
-        kinds = (("gold", "gold labels"),) if recipe.students[m].gold_epochs else ()
+        s = recipe.students[m]
+        kinds = (("gold", "gold labels"),) if s.gold_epochs else ()
         for kind, trained_on in (*kinds, ("distill", "teacher logits (distilled)")):
-            ckpt = out / f"{m}-{kind}.pt"
-            rows.append(row(STUDENT_KINDS[m].title, trained_on, read_results(Path(f"{ckpt}.results.json")),
-                            Path(f"{ckpt}.train_results.json"), Path(f"{ckpt}.padded.results.json")))
+            ckpts = [out / checkpoint_name(m, kind, i) for i in range(s.seeds)]
+            results = [r for r in (read_results(Path(f"{c}.results.json")) for c in ckpts) if r]
+            rows.append(row(STUDENT_KINDS[m].title, trained_on, results,
+                            [Path(f"{c}.train_results.json") for c in ckpts], Path(f"{ckpts[0]}.padded.results.json")))
     n_test = len(read_examples(data / "test.txt"))
     n_labels = len(read_labels(data / "label.txt")) if (data / "label.txt").exists() else "?"
     stages = ", ".join(f"{k} {v['seconds'] / 60:.1f}" for k, v in record.items())
     total = sum(v["seconds"] for v in record.values())
+    teacher_recipe = (f", teacher `{teacher.config}` fine-tuned {recipe.teacher.epochs} epochs at lr "
+                      f"{recipe.teacher.lr:g}" if teacher.kind == "finetune" else "")
     lines = [
         f"# {title}", "",
         f"Test set: `{data.name}/test.txt` ({n_test:,} sentences, {n_labels} labels). Latency: `evaluate.py` at batch "
         f"size 1, 1 CPU thread, PyTorch eager, after 10 warm-up sentences, on {cpu_model()} ({os.cpu_count()} "
         "cores): *ms/example* from the raw sentence (tokenization included), *padded* from ids padded to n_ctx "
-        "(`--pad_to_n_ctx`, the seed's method).",
-        f"Recipe: `{recipe_path}`, teacher `{recipe.teacher.config}` ({recipe.teacher.epochs} epochs at lr "
-        f"{recipe.teacher.lr:g}), augmentation n_iter {recipe.n_iter}"
+        "(`--pad_to_n_ctx`, the seed's method). With several seeds: mean ± standard deviation of the test accuracy, "
+        "the latency of the first seed's model.",
+        f"Recipe: `{recipe_path}`{teacher_recipe}, augmentation n_iter {recipe.n_iter}"
         + (f", training subset {recipe.train_subset:,} sentences" if recipe.train_subset else "")
-        + "; the students' epochs and learning rates are in the recipe.", "",
+        + "; the students' epochs and learning rates are in the recipe.",
+        transfer_summary(data, transfer), "",
         "| model | trained on | test accuracy % | ms/example | padded ms/example | parameters | without embeddings "
         "| train min |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
@@ -168,15 +276,50 @@ def write_table(path: Path, title: str, out: Path, data: Path, teacher_name: str
     atomic_write_text(path, "\n".join(lines))
 
 
+def build_steps(args: argparse.Namespace, recipe: Recipe, teacher: TeacherPlan, transfer: str, models: list[str],
+                work: Path, out: Path) -> list[Step]:
+    """The run's stages, in order (pipeline.py's builders)."""
+    student_config = student_config_for_data(recipe, models)
+    config = load_config(ROOT / student_config)
+    embedding = args.embedding_path or f"embeddings/glove.6B.{config.token_emb_dim}d.txt"
+    runs = out / "runs"
+    steps: list[Step] = []
+    teacher_path, teacher_files = teacher.source, local_files(teacher.source)
+    if teacher.kind == "finetune":
+        teacher_path = str(out / "teacher")
+        teacher_files = [out / "teacher" / "model.safetensors", out / "teacher" / "config.json"]
+        recipe.teacher.config = teacher.config
+        steps += teacher_steps(recipe, work, teacher.source, out / "teacher", teacher.lowercase, runs)
+    augmented = teacher.kind != "file" and transfer in ("augmented", "both")
+    if teacher.kind != "file":
+        steps += teacher_eval_steps(teacher.config, work, teacher_path, out, args.label_map, teacher_files)
+    if augmented:
+        steps.append(augment_step(recipe, work, teacher.mask_token, config.tokenizer))
+    if teacher.kind == "file":
+        steps.append(label_step(recipe, work, student_config, teacher_logits=teacher.source,
+                                label_map=args.label_map))
+    else:
+        steps.append(label_step(recipe, work, student_config, teacher_path, teacher_files, augmented,
+                                args.unlabeled, label_map=args.label_map))
+    steps.append(student_data_step(work, student_config, embedding))
+    for m in models:
+        s = recipe.students[m]
+        for i in range(s.seeds):
+            first = i == 0
+            if s.gold_epochs:
+                steps += student_steps(recipe, m, "gold", work, out / checkpoint_name(m, "gold", i), runs, transfer,
+                                       42 + i, padded=first)
+            steps += student_steps(recipe, m, "distill", work, out / checkpoint_name(m, "distill", i), runs, transfer,
+                                   42 + i, padded=first)
+    return steps
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging()
 
     def body() -> int:
         recipe_path = args.recipe or ("configs/recipe-demo.json" if args.demo else "configs/recipe-sst2.json")
         recipe = load_recipe(ROOT / recipe_path if not Path(recipe_path).is_absolute() else recipe_path)
-        if args.teacher_config:
-            recipe.teacher.config = args.teacher_config
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else recipe.models
         for m in models:
             if m not in recipe.students:
@@ -184,34 +327,26 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{sorted(recipe.students)}")
         source = Path(args.data_dir)
         check_data(source)
+        if args.unlabeled and not Path(args.unlabeled).is_file():
+            raise UserError(f"{args.unlabeled}: not found (--unlabeled)")
+        teacher = plan_teacher(args, recipe, build_labels(read_examples(source / "train.txt")))
+        transfer = resolve_transfer(args, recipe, teacher)
         name = args.name or (source.resolve().name + ("-demo" if args.demo else ""))
         work = Path(args.work_dir) if args.work_dir else ROOT / "data" / name
         out = Path(args.out_dir) if args.out_dir else ROOT / "checkpoints" / name
         results = Path(args.results) if args.results else ROOT / "results" / f"{name}.md"
-        lowercase, mask = teacher_tokenization(args.teacher, recipe)
-        student_config = student_config_for_data(recipe, models)
-        dim = load_config(ROOT / student_config).token_emb_dim
-        embedding = args.embedding_path or f"embeddings/glove.6B.{dim}d.txt"
-        tokenizer = load_config(ROOT / student_config).tokenizer
+        steps = build_steps(args, recipe, teacher, transfer, models, work, out)
         prepare_work_dir(source, work, recipe.train_subset if args.demo or recipe.train_subset else 0)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "recipe.json", {"recipe": config_to_dict(recipe), "path": recipe_path, "models": models,
-                                         "teacher": args.teacher, "lowercase": lowercase, "mask_token": mask})
+                                         "teacher": dataclasses.asdict(teacher), "transfer": transfer,
+                                         "unlabeled": args.unlabeled, "label_map": args.label_map})
         pipeline = Pipeline(out / "pipeline.json", sys.executable, ROOT, args.force)
-        teacher, runs = out / "teacher", out / "runs"
-        steps = [*teacher_steps(recipe, work, args.teacher, teacher, lowercase, runs),
-                 *augment_steps(recipe, work, teacher, lowercase, mask, tokenizer),
-                 student_data_step(work, student_config, embedding)]
-        for m in models:
-            if recipe.students[m].gold_epochs:
-                steps += student_steps(recipe, m, "gold", work, out / f"{m}-gold.pt", runs)
-            steps += student_steps(recipe, m, "distill", work, out / f"{m}-distill.pt", runs)
-        title = f"{name}: distillation from {Path(args.teacher).name}"
+        title = f"{name}: distillation from {teacher.name}"
         start = time.time()
         for step in steps:
             pipeline.run(step)
-            write_table(results, title, out, work, Path(args.teacher).name, recipe, models, pipeline.record,
-                        recipe_path)
+            write_table(results, title, out, work, teacher, recipe, models, pipeline.record, recipe_path, transfer)
         logger.info("[Pipeline] finished in %.1f min; table: %s", (time.time() - start) / 60, results)
         print(results.read_text(encoding="utf-8"))
         return 0

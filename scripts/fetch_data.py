@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset import read_examples, write_examples  # noqa: E402
-from util import UserError, atomic_path, run_main, setup_logging  # noqa: E402
+from util import UserError, atomic_path, run_main  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", default=os.environ.get("SST2_DIR") or None, help="local directory (default $SST2_DIR)")
     p.add_argument("--no_check", action="store_true", help="skip the SST-2 line-count check")
     args = p.parse_args(argv)
-    setup_logging()
 
     def body() -> int:
         out = Path(args.out)

@@ -14,7 +14,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from util import UserError, atomic_path, run_main, setup_logging  # noqa: E402
+from util import UserError, atomic_path, run_main  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out_dir", default="embeddings")
     p.add_argument("--what", choices=("all", "glove", "minilm"), default="all")
     args = p.parse_args(argv)
-    setup_logging()
 
     def body() -> int:
         out_dir = Path(args.out_dir)

@@ -43,7 +43,7 @@ from tqdm import tqdm  # noqa: E402
 
 from util import (  # noqa: E402
     UserError, atomic_write_text, cpu_model, library_versions, read_json, require_file, run_main,
-    setup_logging, write_json,
+    write_json,
 )
 
 logger = logging.getLogger(__name__)
@@ -263,7 +263,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peers", default="fasttext,model2vec")
     p.add_argument("--render", action="store_true", help="rewrite peers.md from an existing peers.json")
     args = p.parse_args(argv)
-    setup_logging()
     args.n = args.n or (200 if args.quick else 1000)
     args.repeats = args.repeats or (1 if args.quick else 3)
     out_dir = ROOT / args.out_dir

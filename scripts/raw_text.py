@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from config import STUDENT_KINDS  # noqa: E402
 from dataset import read_examples, write_examples  # noqa: E402
 from pipeline import SPLITS, Pipeline, Step  # noqa: E402
-from util import atomic_write_text, cpu_model, read_json, run_main, setup_logging  # noqa: E402
+from util import atomic_write_text, cpu_model, read_json, run_main  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out_dir", default="checkpoints/raw-text")
     p.add_argument("--results", default="results/raw_text.md")
     args = p.parse_args(argv)
-    setup_logging()
 
     def body() -> int:
         source, out = Path(args.data_dir), Path(args.out_dir)

@@ -106,8 +106,10 @@ def _corpus() -> list[str]:
     return [make_sentence(rng, i % 2) for i in range(200)]
 
 
-def build_tiny_transformer(directory: Path, family: str) -> Path:
-    """A randomly initialised 2-layer encoder of `family` with a tokenizer trained here."""
+def build_tiny_transformer(directory: Path, family: str, id2label: dict[int, str] | None = None) -> Path:
+    """A randomly initialised 2-layer encoder of `family` (bert, roberta, electra, distilbert)
+    with a tokenizer trained here; with `id2label`, a `*ForSequenceClassification` model with
+    those labels instead (a user's fine-tuned classifier, as `save_pretrained` writes it)."""
     from tokenizers import (
         Tokenizer,
         decoders,
@@ -119,7 +121,9 @@ def build_tiny_transformer(directory: Path, family: str) -> Path:
     )
     from transformers import (
         AutoModel,
+        AutoModelForSequenceClassification,
         BertConfig,
+        DistilBertConfig,
         ElectraConfig,
         PreTrainedTokenizerFast,
         RobertaConfig,
@@ -151,13 +155,24 @@ def build_tiny_transformer(directory: Path, family: str) -> Path:
                                          cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
         common = dict(vocab_size=len(hf_tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                       intermediate_size=64, max_position_embeddings=128)
-        config = ElectraConfig(embedding_size=16, **common) if family == "electra" else BertConfig(**common)
-    out = directory / f"tiny-{family}"
+        if family == "electra":
+            config = ElectraConfig(embedding_size=16, **common)
+        elif family == "distilbert":
+            config = DistilBertConfig(vocab_size=len(hf_tok), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                      max_position_embeddings=128, pad_token_id=0)
+        else:
+            config = BertConfig(**common)
+    out = directory / (f"tiny-{family}" + ("-classifier" if id2label else ""))
     hf_tok.save_pretrained(out)
     import torch
 
     torch.manual_seed(0)
-    AutoModel.from_config(config).save_pretrained(out)
+    if id2label:
+        config.id2label = dict(id2label)
+        config.label2id = {v: k for k, v in id2label.items()}
+        AutoModelForSequenceClassification.from_config(config).save_pretrained(out)
+    else:
+        AutoModel.from_config(config).save_pretrained(out)
     return out
 
 
@@ -184,6 +199,20 @@ def teacher_config(directory: Path, family: str, head: str = "cls") -> Path:
 @pytest.fixture
 def make_teacher_config(tmp_path: Path):
     return lambda family, head="cls": teacher_config(tmp_path, family, head)
+
+
+def write_agreeing_transfer(data_dir: Path, path: Path, extra: tuple[str, ...] = ()) -> Path:
+    """A transfer set of train.txt's sentences (source `original`, their gold labels) with
+    teacher logits that agree with the gold labels, plus `extra` augmented sentences scored 0."""
+    from dataset import transfer_line
+
+    with open(path, "w", encoding="utf-8") as f:
+        for line in (data_dir / "train.txt").read_text(encoding="utf-8").splitlines():
+            sentence, gold = line.split("\t")
+            f.write(transfer_line(sentence, "original", gold, [-2.0, 2.0] if gold == "1" else [2.0, -2.0]))
+        for sentence in extra:
+            f.write(transfer_line(sentence, "augmented", None, [0.0, 0.0]))
+    return path
 
 
 def error_lines(text: str) -> list[str]:

@@ -209,7 +209,7 @@ def test_labels_dummy_and_preserved(tmp_path):
 def test_no_augment_and_lower(tmp_path):
     rows = [("Hello   World ", "1"), ("Foo\u00a0Bar", "0")]
     write_fixture(tmp_path / "in.txt", rows)
-    lines = run_cli(tmp_path, "out.txt", "--no_augment", "--lower", "--preserve_label")
+    lines = run_cli(tmp_path, "out.txt", "--no_augment", "--lowercase", "--preserve_label")
     assert lines == ["hello world\t1", "foo bar\t0"]
 
 
@@ -297,7 +297,7 @@ def test_spacy_analyzer(tmp_path):
 
 def test_tokenizer_flag_decides_the_tokens(tmp_path):
     write_fixture(tmp_path / "in.txt", [("Moore's film isn't bad!", "1"), ("it 's a well-made film , too", "0")])
-    assert run_cli(tmp_path, "glove.txt", "--no_augment", "--lower") == [
+    assert run_cli(tmp_path, "glove.txt", "--no_augment", "--lowercase") == [
         "moore 's film is n't bad !\t0", "it 's a well-made film , too\t0"]
     assert run_cli(tmp_path, "ws.txt", "--no_augment", "--tokenizer", "whitespace") == [
         "Moore's film isn't bad!\t0", "it 's a well-made film , too\t0"]
@@ -313,7 +313,7 @@ def test_tokenizer_flag_decides_the_tokens(tmp_path):
 
 
 def test_other_mask_tokens_stay_whole(tmp_path):
-    from tokenization import glove_split
+    from runtime import glove_split
 
     lines = run_cli(tmp_path, "out.txt", "--mask_token", "<mask>", "--n_iter", "10", "--p_mask", "0.4")
     sentences = [line.split("\t")[0] for line in lines]

@@ -50,9 +50,9 @@ def test_absurdly_long_line_is_truncated(data_dir, glove_path, student_config):
 
 
 PRED_CASES = {
-    "logit count": ("a fine film\t0.5\n", "expected 2 logits (one per label), found 1"),
-    "non-numeric logit": ("a fine film\t0.5 abc\n", "logits must be numbers"),
-    "infinite logit": ("a fine film\t0.5 inf\n", "logits must be finite"),
+    "logit count": ("a fine film\t0.5\n", "expected 2 teacher logits (one per label), found 1"),
+    "non-numeric logit": ("a fine film\t0.5 abc\n", "teacher logits must be numbers"),
+    "infinite logit": ("a fine film\t0.5 inf\n", "teacher logits must be finite"),
 }
 
 
@@ -65,13 +65,8 @@ def test_bad_teacher_logits(case, data_dir, glove_path, student_config, capsys):
                                        f"--embedding_path={glove_path}", "--augmented"], f"augmented.txt:2: {needle}")
 
 
-def test_fewer_teacher_ids_than_sentences(data_dir, trained_teacher, make_teacher_config, capsys):
+def test_teacher_with_another_head_is_refused(data_dir, trained_teacher, make_teacher_config, capsys):
     teacher, config = trained_teacher
-    (data_dir / "augmented.raw").write_text("a good movie\t0\na bad movie\t0\n")
-    (data_dir / "augmented.raw.fs").write_text("2 5 3\t-1\n")
-    check_refused(capsys, evaluate, [f"--config={config}", f"--data_dir={data_dir}", f"--bert_output_dir={teacher}",
-                                     "--augmented", "--device=cpu"], "augmented.raw.fs: 1 lines but")
-    assert not (data_dir / "augmented.raw.pred").exists()
     # the teacher evaluated with a config of the other head is refused, naming both
     mean = make_teacher_config("bert", "mean")
     line = check_refused(capsys, evaluate, [f"--config={mean}", f"--data_dir={data_dir}",
@@ -150,16 +145,16 @@ FLAG_CASES = {
     "train alpha for a teacher": (train, "--config={teacher} --augmented --alpha=0.5 --bert_model_name_or_path=x",
                                   "--alpha mixes gold labels into a student's distillation"),
     "train decay rate on the linear schedule": (train, "--config={student} --use_transformers_optimizer "
-                                                "--lr_decay_rate=0.5", "--use_transformers_optimizer has its own"),
+                                                "--lr_decay_rate=0.5", "have their own linear schedule"),
     "train decay steps on the linear schedule": (train, "--config={student} --use_transformers_optimizer "
-                                                 "--lr_decay_steps=3", "--use_transformers_optimizer has its own"),
+                                                 "--lr_decay_steps=3", "have their own linear schedule"),
     "train warm-up past the end": (train, "--config={student} --use_transformers_optimizer --warmup_epoch=2 "
                                    "--epoch=2", "--warmup_epoch 2 >= --epoch 2"),
     "train teacher without a backbone": (train, "--config={teacher}", "needs --bert_model_name_or_path"),
     "train student with lower-casing flag": (train, "--config={student} --bert_do_lower_case",
                                              "are for teacher configs"),
     "evaluate quantize without export": (evaluate, "--config={student} --quantize_onnx", "add --convert_onnx"),
-    "evaluate onnx path without ort": (evaluate, "--config={student} --onnx_path=m.onnx", "add --enable_ort"),
+    "evaluate onnx path without ort": (evaluate, "--config={student} --onnx_path=m.onnx", "--enable_ort/--enable_openvino runs: add one"),
     "evaluate amp in ort": (evaluate, "--config={student} --enable_ort --amp=bf16", "--amp autocasts PyTorch"),
     "evaluate labeling with a student": (evaluate, "--config={student} --augmented", "labels with a teacher"),
     "evaluate label chunk without labeling": (evaluate, "--config={teacher} --label_chunk=5",
@@ -205,11 +200,9 @@ def test_train_defaults_differ_by_kind(student_config, make_teacher_config, data
     for 5 epochs in batches of 128; the default optimizer path waits 4 epochs before decaying,
     the linear schedule warms up for 0 epochs; MSE on teacher logits, CE on gold labels."""
     from config import load_config
-    from training import train_config
-
     def resolved(config: Path, *flags: str):
         args = train.build_parser().parse_args([f"--config={config}", f"--data_dir={data_dir}", *flags])
-        return train_config(args, load_config(config))
+        return train.resolve_train_config(args, load_config(config))
 
     teacher = resolved(make_teacher_config("bert"), "--bert_model_name_or_path=x")
     assert (teacher.lr, teacher.epoch, teacher.batch_size) == (2e-5, 3, 32)

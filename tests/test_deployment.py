@@ -22,59 +22,71 @@ from runtime import Bundle
 
 SENTENCES = ["the film was good and warm", "a dull , boring plot", "Superb!", "unknown words only",
              "", " ".join(["the movie is very good"] * 8), "a [MASK] film"]
+# punctuation, clitics, quotes, the mask token, an empty string and a 500-word line
+HARD = ["Moore's film isn't bad... really!", "\"fine\" -- (u.s.) 1,000 well-made films; can't", "a [MASK] film",
+        "A GOOD [MASK] Film", "[MASK] [MASK]", "", "   ", " ".join(["good", "boring", "the", "plot", "!"] * 100)]
+STUDENTS = ["cnn", "densenet-cnn", "densenet-dsa", "bilstm", "bow", "dan"]
 
 
 def random_student(directory: Path, enc_class: str) -> Path:
-    """A student with random weights over the toy vocabulary, saved as train.py saves one."""
-    config = config_from_dict({"emb_class": "glove", "enc_class": enc_class, "n_ctx": 20, "token_emb_dim": EMB_DIM,
-                               **TINY_STUDENTS[enc_class]}, "test")
-    vocab = ["<pad>", "<unk>", *POSITIVE, *NEGATIVE, *NEUTRAL, ","]
+    """A student with random weights over the toy vocabulary, saved as train.py saves one
+    (`dan`: a bag of n-grams with two hidden layers)."""
+    settings = dict(TINY_STUDENTS["bow" if enc_class == "dan" else enc_class])
+    if enc_class == "dan":
+        settings["bow"] = {**settings["bow"], "hidden": [12, 10]}
+    config = config_from_dict({"emb_class": "glove", "enc_class": "bow" if enc_class == "dan" else enc_class,
+                               "n_ctx": 20, "token_emb_dim": EMB_DIM, **settings}, "test")
+    vocab = ["<pad>", "<unk>", *POSITIVE, *NEGATIVE, *NEUTRAL, ",", "[MASK]", "'s", "n't", "!"]
     torch.manual_seed(0)
     model = build_student(config, len(vocab), 3)
+    with torch.no_grad():  # n-gram rows start at zero in training: give them values to check
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
     path = directory / f"{enc_class}.pt"
     save_student(path, model, vocab, ["negative", "neutral", "positive"])
     return path
 
 
-def random_teacher(directory: Path, model_dir: Path) -> Path:
-    """A tiny BERT with a random head, saved as a lower-casing teacher directory."""
-    config = config_from_dict({"emb_class": "bert", "enc_class": "mean", "n_ctx": 16, "dropout": 0.0}, "test")
+def random_teacher(directory: Path, model_dir: Path, head: str = "mean") -> Path:
+    """A tiny BERT with a random head (`mean`, the seed's, or `hf`, the library's), saved as
+    a lower-casing teacher directory."""
+    settings = {"emb_class": "bert", "enc_class": head, "n_ctx": 16}
+    config = config_from_dict({**settings, "dropout": 0.0} if head != "hf" else settings, "test")
     torch.manual_seed(0)
-    model = load_pretrained_teacher(model_dir, 2, 0.0, "mean")
-    out = directory / "teacher"
+    model = load_pretrained_teacher(model_dir, ["0", "1"], config)
+    out = directory / f"teacher-{head}"
     save_teacher(out, model, config, load_hf_tokenizer(model_dir), ["0", "1"], lowercase=True)
     return out
 
 
-def test_bow_bundle_numpy_and_onnx_give_pytorch_logits(tmp_path):
-    predictor = Predictor.load(random_student(tmp_path, "bow"))
-    expected = predictor.logits(SENTENCES).numpy()
+@pytest.mark.parametrize("enc_class", STUDENTS)
+def test_student_bundle_gives_the_torch_path_logits(enc_class, tmp_path):
+    """One path from text to scores: the checkpoint in PyTorch and its bundle give the same
+    ids and logits (1e-5), sentence by sentence and batched, on hard sentences."""
+    predictor = Predictor.load(random_student(tmp_path, enc_class))
     out = predictor.export_bundle(tmp_path / "bundle")
-    assert sorted(p.name for p in out.iterdir()) == ["bow.npz", "bundle.json", "model.onnx", "runtime.py",
-                                                     "tokenization.py", "vocab.txt"]
-    meta = json.loads((out / "bundle.json").read_text())
-    assert meta["backend"] == "numpy" and meta["labels"] == ["negative", "neutral", "positive"]
     bundle = Bundle.load(out)
-    assert bundle.backend == "numpy" and bundle.session is None
-    np.testing.assert_allclose(bundle.logits(SENTENCES), expected, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(Bundle.load(out, backend="onnx").logits(SENTENCES), expected, atol=1e-5, rtol=0)
-    assert [label for label, _ in bundle.predict(SENTENCES)] == [p.label for p in predictor.predict(SENTENCES)]
-    assert bundle.predict_label(SENTENCES[0]) == predictor.predict(SENTENCES[:1])[0].label
+    assert bundle.encode_batch(HARD) == predictor.encode_batch(HARD)
+    expected = predictor.logits(HARD).numpy()
+    for backend in json.loads((out / "bundle.json").read_text())["backends"]:
+        served = Bundle.load(out, backend=backend)
+        np.testing.assert_allclose(served.logits(HARD), expected, atol=1e-5, rtol=0, err_msg=backend)
+        one = np.concatenate([served.logits([s]) for s in HARD])
+        np.testing.assert_allclose(one, expected, atol=1e-5, rtol=0, err_msg=backend)
+    assert [p.label for p in bundle.predict(HARD)] == [p.label for p in predictor.predict(HARD)]
+    assert bundle.predict_label(HARD[0]) == predictor.predict(HARD[:1])[0].label
+    files = sorted(p.name for p in out.iterdir())
+    numpy_files = ["bow.npz"] if enc_class in ("bow", "dan") else []
+    assert files == sorted(["bundle.json", "model.onnx", "runtime.py", "vocab.txt", *numpy_files])
+    assert bundle.backend == ("numpy" if numpy_files else "onnxruntime")
+    if not numpy_files:
+        with pytest.raises(ValueError, match="no 'numpy' backend"):
+            Bundle.load(out, backend="numpy")
 
 
-def test_cnn_bundle_onnx_gives_pytorch_logits(tmp_path):
-    predictor = Predictor.load(random_student(tmp_path, "cnn"))
-    out = predictor.export_bundle(tmp_path / "bundle")
-    assert not (out / "bow.npz").exists()
-    bundle = Bundle.load(out)
-    assert bundle.backend == "onnx"
-    np.testing.assert_allclose(bundle.logits(SENTENCES), predictor.logits(SENTENCES).numpy(), atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="needs bow.npz"):
-        Bundle.load(out, backend="numpy")
-
-
-def test_teacher_bundle_tokenizes_and_scores_as_pytorch(tmp_path, tiny_transformer):
-    teacher = random_teacher(tmp_path, tiny_transformer("bert"))
+@pytest.mark.parametrize("head", ["mean", "hf"])
+def test_teacher_bundle_tokenizes_and_scores_as_pytorch(head, tmp_path, tiny_transformer):
+    teacher = random_teacher(tmp_path, tiny_transformer("bert"), head)
     # as sentence-transformers ship it (all-MiniLM-L6-v2): fixed padding in tokenizer.json
     spec = json.loads((teacher / "tokenizer.json").read_text())
     spec["padding"] = {"strategy": {"Fixed": 32}, "direction": "Right", "pad_to_multiple_of": None, "pad_id": 0,
@@ -84,11 +96,56 @@ def test_teacher_bundle_tokenizes_and_scores_as_pytorch(tmp_path, tiny_transform
     out = predictor.export_bundle(tmp_path / "bundle")
     assert (out / "tokenizer.json").exists() and not (out / "vocab.txt").exists()
     bundle = Bundle.load(out)
-    sentences = [s for s in SENTENCES if s] + ["A GOOD [MASK] Film", "[MASK] [MASK]"]
-    assert [bundle.encode(s) for s in sentences] == predictor.encode(sentences)
+    assert [bundle.encode(s) for s in HARD] == predictor.encode_batch(HARD)
     mask_id = load_hf_tokenizer(tiny_transformer("bert")).mask_token_id
     assert bundle.encode("A GOOD [MASK] Film").count(mask_id) == 1
-    np.testing.assert_allclose(bundle.logits(sentences), predictor.logits(sentences).numpy(), atol=1e-4, rtol=0)
+    assert max(len(bundle.encode(s)) for s in HARD) == 16  # truncated to n_ctx
+    expected = predictor.logits(HARD).numpy()
+    np.testing.assert_allclose(bundle.logits(HARD), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.concatenate([bundle.logits([s]) for s in HARD]), expected, atol=1e-5, rtol=0)
+
+
+def test_two_bundles_in_one_process_beside_foreign_modules(tmp_path, tiny_transformer):
+    """A teacher bundle and a student bundle loaded side by side, each by path with its own
+    code, while a directory with other `runtime.py` and `tokenization.py` files is first on
+    sys.path."""
+    student = Predictor.load(random_student(tmp_path, "cnn")).export_bundle(tmp_path / "student")
+    teacher = Predictor.load(random_teacher(tmp_path, tiny_transformer("bert"))).export_bundle(tmp_path / "teacher")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    for name in ("runtime.py", "tokenization.py"):
+        (foreign / name).write_text("raise ImportError('the wrong module was imported')\n")
+    # the student bundle's code is older: a marker only its copy has
+    (student / "runtime.py").write_text((student / "runtime.py").read_text() + "\nMARKER = 'student'\n")
+    script = f"""
+import sys
+sys.path.insert(0, {str(foreign)!r})
+sys.modules.pop("runtime", None)
+import importlib.util
+spec = importlib.util.spec_from_file_location("loader", {str(ROOT / "runtime.py")!r})
+loader = importlib.util.module_from_spec(spec); spec.loader.exec_module(loader)
+s = loader.Bundle.load({str(student)!r}); t = loader.Bundle.load({str(teacher)!r})
+assert "loader" not in (type(s).__module__, type(t).__module__)  # each bundle's own code, by path
+assert type(s).__module__ != type(t).__module__, (type(s).__module__, type(t).__module__)
+assert sys.modules[type(s).__module__].MARKER == "student"
+assert not hasattr(sys.modules[type(t).__module__], "MARKER")
+print(s.predict_label("a good film"), t.predict_label("a good film"))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=foreign, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(result.stdout.split()) == 2
+
+
+def test_bundle_files_follow_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        out = Predictor.load(random_student(tmp_path, "bow")).export_bundle(tmp_path / "bundle")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert modes == {name: 0o644 for name in modes}, modes
 
 
 TORCH_FREE = """
@@ -118,13 +175,13 @@ def test_bundles_serve_without_torch(tmp_path, capsys):
         assert predict.main([f"--model_path={checkpoint}", f"--export_bundle={bundle_dir}", "--device=cpu"]) == 0
         assert (bundle_dir / "bundle.json").exists()
         expected = Predictor.load(checkpoint).predict(sentences)
-        # runtime.py from the bundle itself (its own copies of runtime.py and tokenization.py)
+        # runtime.py from the bundle itself
         result = run_without_torch(
             "import runtime\nb = runtime.Bundle.load(sys.argv[1])\n"
             "print(json.dumps({'backend': b.backend, 'predictions': b.predict(sys.argv[2:])}))",
             str(bundle_dir), *sentences, cwd=tmp_path)
         served = json.loads(result.stdout)
-        assert served["backend"] == ("numpy" if enc_class == "bow" else "onnx")
+        assert served["backend"] == ("numpy" if enc_class == "bow" else "onnxruntime")
         assert [label for label, _ in served["predictions"]] == [p.label for p in expected]
         for (_, probs), p in zip(served["predictions"], expected):
             assert probs == pytest.approx(p.probabilities, abs=1e-5)

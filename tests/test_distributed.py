@@ -10,6 +10,7 @@ from pathlib import Path
 
 import augment_data
 import evaluate
+import label
 import preprocess
 import train
 
@@ -52,8 +53,6 @@ def test_teacher_labeling_under_torchrun_is_identical(data_dir, tiny_transformer
     teacher, config = trained_teacher
     assert augment_data.main(["--input", str(data_dir / "train.txt"), "--output", str(data_dir / "augmented.raw"),
                               "--n_iter", "2", "--analyzer", "none"]) == 0
-    assert preprocess.main([f"--config={config}", f"--data_dir={data_dir}", "--bert_do_lower_case",
-                            f"--bert_model_name_or_path={tiny_transformer('bert')}", "--augmented"]) == 0
     base = [f"--config={config}", f"--data_dir={data_dir}", f"--bert_output_dir={teacher}", "--batch_size=16",
             "--augmented", "--device=cpu"]
     assert evaluate.main([*base, "--num_threads=1"]) == 0
@@ -61,6 +60,14 @@ def test_teacher_labeling_under_torchrun_is_identical(data_dir, tiny_transformer
     (data_dir / "augmented.raw.pred").unlink()
     torchrun("evaluate.py", *base)
     assert (data_dir / "augmented.raw.pred").read_bytes() == single
+    # label.py shards the same way, unlabeled text included
+    unlabeled = tmp_path / "unlabeled.txt"
+    unlabeled.write_text("".join(f"{w} film and {v} plot\n" for w in ("good", "dull", "warm") for v in ("a", "the")))
+    label_args = [f"--teacher={teacher}", f"--data_dir={data_dir}", "--augmented", f"--unlabeled={unlabeled}",
+                  "--batch_size=16", "--label_chunk=50", "--device=cpu"]
+    assert label.main([*label_args, "--num_threads=1", f"--output={tmp_path / 'single.txt'}"]) == 0
+    torchrun("label.py", *label_args, f"--output={tmp_path / 'ddp.txt'}")
+    assert (tmp_path / "ddp.txt").read_bytes() == (tmp_path / "single.txt").read_bytes()
     # under torchrun the teacher also trains (2 processes) and saves once
     out2 = tmp_path / "teacher2"
     torchrun("train.py", f"--config={config}", f"--data_dir={data_dir}", "--bert_do_lower_case",

@@ -13,7 +13,8 @@ import pytest
 from checkpoint import load_hf_tokenizer
 from config import STUDENT_KINDS
 from conftest import ROOT, THREE_CLASS_WORDS, refused, write_glove, write_student_config, write_three_class
-from dataset import read_ids, read_labels
+from dataset import read_labels, read_transfer
+from inference import Predictor
 
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -58,8 +59,7 @@ def test_distill_driver_runs_skips_and_reruns_by_content(tmp_path, tiny_transfor
     argv = [f"--data_dir={source}", f"--teacher={teacher_model}", f"--recipe={recipe}", f"--embedding_path={glove}",
             f"--work_dir={work}", f"--out_dir={out}", f"--results={results}"]
     # the stages the recipe needs (pipeline.py may add more, such as extra evaluations)
-    needed = ["preprocess teacher", "train teacher", "evaluate teacher", "augment", "preprocess augmented (teacher)",
-              "label augmented", "copy logits", "preprocess students",
+    needed = ["preprocess teacher", "train teacher", "evaluate teacher", "augment", "label", "preprocess students",
               *[f"{verb} {m} distill" for m in STUDENTS for verb in ("train", "evaluate")]]
 
     # 1. everything runs
@@ -73,17 +73,16 @@ def test_distill_driver_runs_skips_and_reruns_by_content(tmp_path, tiny_transfor
     assert not any("gold" in name for name in steps)  # gold_epochs 0: no baselines
     assert read_labels(work / "label.txt") == ["GetWeather", "negative", "positive"]
     # the teacher's own tokenization: RoBERTa does not lower-case, its mask is <mask>
-    assert json.loads((out / "recipe.json").read_text())["lowercase"] is False
+    assert json.loads((out / "recipe.json").read_text())["teacher"]["lowercase"] is False
     assert "--bert_do_lower_case" not in record["preprocess teacher"]["command"]
     tok = load_hf_tokenizer(teacher_model)
-    raw = [line.split("\t")[0] for line in (work / "augmented.raw").read_text().splitlines()]
-    masked = [s for s in raw if "<mask>" in s]
+    rows = list(read_transfer(work / "transfer.txt", 3))
+    assert {r.source for r in rows} == {"original", "augmented"}
+    masked = [r.sentence for r in rows if "<mask>" in r.sentence]
     assert masked, "augmentation drew no mask"
-    ids = read_ids(work / "augmented.raw.fs", 3, soft=False).ids
-    assert len(ids) == len(raw)
-    with_mask = [row for row in ids if tok.mask_token_id in row]
-    assert len(with_mask) == len(masked)
-    for row in ids:  # no mask cut into `<`, `mask`, `>`
+    ids = Predictor.load(out / "teacher").encode_batch(masked)  # as the teacher read them when labeling
+    for sentence, row in zip(masked, ids):  # each mask one <mask> piece, none cut into `<`, `mask`, `>`
+        assert row.count(tok.mask_token_id) == sentence.count("<mask>")
         assert [p for p in tok.convert_ids_to_tokens(row) if "mask" in p.lower() and p != "<mask>"] == []
     # the table: the teacher and every student, evaluated on the 30 test sentences
     table = results.read_text()
@@ -92,7 +91,7 @@ def test_distill_driver_runs_skips_and_reruns_by_content(tmp_path, tiny_transfor
     assert len(rows) == 1 + len(STUDENTS)  # the teacher and every distilled student
     for name in STUDENTS:
         assert any(row.startswith(f"| {STUDENT_KINDS[name].title} | teacher logits (distilled) |") for row in rows)
-    teacher_results = json.loads((out / "teacher" / "results.json").read_text())
+    teacher_results = json.loads((out / "teacher.results.json").read_text())
     assert teacher_results["total"] == 30 and teacher_results["accuracy"] >= 0.6, teacher_results["accuracy"]
     for name in STUDENTS:
         assert json.loads(Path(f"{out / name}-distill.pt.results.json").read_text())["total"] == 30

@@ -11,7 +11,7 @@ import predict
 import preprocess
 import train
 from conftest import THREE_CLASS_WORDS, write_three_class
-from dataset import read_labels, write_predictions
+from dataset import read_labels
 
 LABELS = THREE_CLASS_WORDS
 
@@ -57,23 +57,51 @@ def test_string_labels_multiclass_and_predict_agrees_with_evaluate(glove_path, s
     assert [line.split("\t")[0] for line in out_ort.read_text().splitlines()] == [r["label"] for r in rows]
 
 
-def test_alpha_mixes_gold_cross_entropy(data_dir, glove_path, student_config, tmp_path, capsys):
-    # fake teacher logits that agree with the gold labels of the original sentences
-    lines = (data_dir / "train.txt").read_text().splitlines()
-    sentences = [line.split("\t")[0] for line in lines] + ["a [MASK] movie"]
-    logits = [[2.0, -2.0] if line.endswith("\t0") else [-2.0, 2.0] for line in lines] + [[0.0, 0.0]]
+def test_alpha_weights_gold_and_teacher_terms():
+    """L = alpha * CE(gold) + (1 - alpha) * KD, with alpha = 0.2: swapping the weights fails."""
     import numpy as np
+    import torch
+    import torch.nn.functional as F
 
-    write_predictions(data_dir / "augmented.txt", sentences, np.array(logits, dtype=np.float32))
+    from config import TrainConfig
+    from dataset import IdsData
+    from model import distillation_loss
+    from training import StudentTask
+
+    task = object.__new__(StudentTask)  # only loss(): no data directory needed
+    task.train_config = TrainConfig(lr=1e-3, epoch=1, batch_size=3, augmented=True, alpha=0.2, criterion="MSELoss")
+    task.pad_id = 0
+    scores = np.array([[2.0, -1.0], [0.5, 0.5], [-3.0, 1.0]], dtype=np.float32)
+    task.train_data = IdsData(np.array([1, 2, 3, 4], dtype=np.int32), np.array([0, 1, 3, 4]),
+                              np.array([1, -1, 0]), scores, np.array(["original", "augmented", "original"]))
+    student = torch.tensor([[0.3, 0.1], [1.0, -1.0], [0.0, 2.0]])
+    loss = task.loss(lambda ids, lengths: student, [0, 1, 2], torch.device("cpu"), None)
+    ce = F.cross_entropy(student[[0, 2]], torch.tensor([1, 0]))  # the lines with gold labels only
+    kd = distillation_loss(student, torch.from_numpy(scores), "MSELoss")
+    assert torch.allclose(loss, 0.2 * ce + 0.8 * kd)
+    assert not torch.allclose(loss, 0.8 * ce + 0.2 * kd)
+
+
+def test_alpha_trains_on_a_transfer_set_with_gold(data_dir, glove_path, student_config, tmp_path, capsys):
+    # teacher logits that agree with the gold labels of the original sentences, and one augmented line
+    from dataset import transfer_line
+
+    lines = (data_dir / "train.txt").read_text().splitlines()
+    with open(data_dir / "augmented.txt", "w") as f:
+        for line in lines:
+            sentence, gold = line.split("\t")
+            f.write(transfer_line(sentence, "original", gold, [2.0, -2.0] if gold == "0" else [-2.0, 2.0]))
+        f.write(transfer_line("a [MASK] movie", "augmented", None, [0.0, 0.0]))
     config = student_config("cnn")
     assert preprocess.main([f"--config={config}", f"--data_dir={data_dir}", f"--embedding_path={glove_path}",
                             "--augmented"]) == 0
     capsys.readouterr()
     save = tmp_path / "alpha.pt"
     assert train.main([f"--config={config}", f"--data_dir={data_dir}", f"--save_path={save}", "--augmented",
-                       "--alpha=0.5", "--criterion=KLDivLoss", "--temperature=2", "--epoch=4", "--lr=5e-3",
+                       "--alpha=0.3", "--criterion=KLDivLoss", "--temperature=2", "--epoch=4", "--lr=5e-3",
                        "--batch_size=32", "--device=cpu", f"--log_dir={tmp_path / 'runs'}"]) == 0
-    assert "240 of 241 augmented lines are training sentences" in capsys.readouterr().err
+    assert f"{len(lines) + 1} lines (original {len(lines)}, augmented 1), {len(lines)} with gold labels" in \
+        capsys.readouterr().err
     results = json.loads(Path(f"{save}.train_results.json").read_text())
     assert results["best_accuracy"] >= 0.8
     # alpha without --augmented is refused

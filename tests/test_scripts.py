@@ -5,10 +5,8 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import preprocess
-from dataset import read_examples, write_predictions
+from conftest import write_agreeing_transfer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -17,12 +15,10 @@ import ablation  # noqa: E402
 
 
 def add_logits(data_dir: Path, glove: Path, config: Path) -> None:
-    """augmented.txt with logits that agree with the gold labels, and its .ids file."""
-    examples = read_examples(data_dir / "train.txt")
-    logits = np.array([[-2.0, 2.0] if e.label == "1" else [2.0, -2.0] for e in examples], dtype=np.float32)
-    write_predictions(data_dir / "augmented.txt", [e.sentence for e in examples], logits)
+    """transfer.txt with logits that agree with the gold labels, and its .ids file."""
+    write_agreeing_transfer(data_dir, data_dir / "transfer.txt", extra=("a good [MASK] film",))
     assert preprocess.main([f"--config={config}", f"--data_dir={data_dir}", f"--embedding_path={glove}",
-                            "--augmented"]) == 0
+                            "--augmented", "--augmented_filename=transfer.txt"]) == 0
 
 
 def test_ablation_training_stage_writes_a_row_per_run(data_dir, glove_path, student_config, tmp_path, capsys):
@@ -68,8 +64,15 @@ def test_bench_on_random_weights(data_dir, tiny_transformer, tmp_path):
     assert {r["threads"] for r in records} == {1, os.cpu_count()}
     for r in records:
         assert r["weights"] == "random" and r["sentences"] == 40
-        assert 0.0 <= r["test_accuracy"] <= 1.0 and r["text_ms_p50"] > 0 and r["batch128_sentences_per_s"] > 0
+        # an accuracy over the 40 test sentences, and latencies a tiny model cannot exceed
+        assert float(r["test_accuracy"] * 40).is_integer(), r
+        assert 0 < r["text_ms_p50"] <= r["text_ms_p90"] < 1000 and r["batch128_sentences_per_s"] > 1, r
         assert r["torch_loaded"] is (r["runtime"] == "pytorch"), r
+    # every float runtime of a model runs the same weights: the same accuracy
+    for model in ("teacher", "cnn", "bow"):
+        accuracies = {r["test_accuracy"] for r in records if r["model"] == model and r["runtime"] in float_runtimes
+                      and not r["runtime"].endswith("int8")}
+        assert len(accuracies) == 1, (model, accuracies)
     table = (out / "bench.md").read_text()
     assert "| bow | random | numpy | 1 |" in table and "| teacher | random | pytorch | 1 |" in table
     assert "Speed-up over the PyTorch teacher" in table

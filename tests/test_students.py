@@ -7,6 +7,7 @@ import math
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ import train
 from checkpoint import load_student
 from config import STUDENT_KINDS, config_from_dict, load_config
 from conftest import EMB_DIM, ROOT, TINY_STUDENTS, error_lines, refused
-from dataset import read_ids
+from dataset import pad_batch, read_ids
 from inference import predict_logits
 from model import build_student, count_parameters, distillation_loss
 
@@ -186,8 +187,8 @@ def test_measure_loss_keeps_the_lowest_validation_loss(data_dir, glove_path, stu
     # the checkpoint kept is that epoch's: its validation loss is the best one
     ckpt = load_student(save)
     assert ckpt.state["best_epoch"] == best and ckpt.state["best_metric"] == results["best_loss"]
-    valid = read_ids(data_dir / "valid.txt.ids", 2, soft=False)
-    logits = predict_logits(ckpt.model, valid.ids, 256, 0, torch.device("cpu"), progress=False)
+    valid = read_ids(data_dir / "valid.txt.ids", 2)
+    logits = predict_logits(ckpt.model, valid.seqs(range(len(valid))), 256, 0, torch.device("cpu"), progress=False)
     loss = torch.nn.functional.cross_entropy(logits, torch.tensor(valid.labels)).item()
     assert loss == pytest.approx(results["best_loss"], rel=1e-4)
 
@@ -280,6 +281,31 @@ def test_pad_to_n_ctx_times_padded_ids_with_the_same_predictions(data_dir, glove
     assert padded["timed"] == "ids padded to n_ctx=20 (the seed's method)"
     # padding to n_ctx changes the time, never the answer
     assert padded["predictions"] == plain["predictions"] and padded["total"] == 40
+
+
+@pytest.mark.parametrize("enc_class", sorted(TINY_STUDENTS))
+def test_padding_never_changes_a_students_logits(enc_class):
+    """Each sentence scores the same alone, in a batch padded to its longest, and padded to
+    n_ctx (the logits, to float rounding, not just the argmax)."""
+    config = config_from_dict({"emb_class": "glove", "enc_class": enc_class, "n_ctx": 20, "token_emb_dim": EMB_DIM,
+                               **TINY_STUDENTS[enc_class]}, "test")
+    torch.manual_seed(0)
+    model = build_student(config, vocab_size=40, num_labels=3).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(2, 40, size=n).tolist() for n in (1, 3, 7, 20, 2)]
+    if config.bow is not None:  # a bag of n-grams reads words and hashed bigrams
+        ids = config.word_ids([f"w{i}" for i in range(40)])
+        seqs = [ids.features(s) for s in seqs]
+    with torch.inference_mode():
+        alone = torch.cat([model(*pad_batch([s], 0)) for s in seqs])
+        batched = model(*pad_batch(seqs, 0))
+        padded = model(*pad_batch(seqs, 0, min_len=max(map(len, seqs)) + 13))
+    torch.testing.assert_close(batched, alone, atol=1e-6, rtol=0)
+    torch.testing.assert_close(padded, alone, atol=1e-6, rtol=0)
+    assert not torch.allclose(alone[0], alone[1])  # the check can fail: sentences differ
 
 
 def test_bilstm_matches_a_packed_bidirectional_lstm():

@@ -20,7 +20,7 @@ import preprocess
 import train
 from checkpoint import load_teacher
 from conftest import error_lines, fit_teacher, refused
-from dataset import read_examples, read_predictions, write_predictions
+from dataset import read_examples, read_transfer, transfer_line
 from inference import Predictor
 
 
@@ -70,7 +70,7 @@ def test_teacher_refuses_a_directory_that_is_not_a_model(data_dir, make_teacher_
     err = capsys.readouterr().err
     assert error_lines(err) == [
         f"ERROR:preprocess:{empty}: not a Hugging Face model directory (no tokenizer files)",
-        f"ERROR:evaluate:{empty}: a directory but not a teacher from train.py (no distil_config.json)",
+        f"ERROR:evaluate:{empty}: not a Hugging Face model directory (no config.json)",
     ]
     assert "Traceback" not in err
 
@@ -95,29 +95,26 @@ def test_lowercasing_contradictions_are_refused(data_dir, trained_teacher, tiny_
                    "--bert_do_lower_case is off, but the .fs files in")
     assert "were made with it on" in line
     assert not (tmp_path / "other-teacher" / "model.safetensors").exists()
-    # a data set tokenized without lower-casing, labeled by the lower-casing teacher
-    cased = tmp_path / "cased"
-    cased.mkdir()
-    for split in ("train", "valid", "test"):
-        shutil.copy(data_dir / f"{split}.txt", cased / f"{split}.txt")
-    (cased / "augmented.raw").write_text("a good movie\t0\na [MASK] movie\t0\n")
-    for extra in ([], ["--augmented"]):
-        assert preprocess.main([f"--config={config}", f"--data_dir={cased}", f"--bert_model_name_or_path={model_dir}",
-                                *extra]) == 0
-    line = refused(capsys, evaluate, [f"--config={config}", f"--data_dir={cased}", f"--bert_output_dir={teacher}",
-                                      "--augmented", "--device=cpu"], "made with lower-casing off")
-    assert f"but the teacher {teacher} was trained with it on" in line
-    assert not (cased / "augmented.raw.pred").exists()
+    # labeling tokenizes raw text with the teacher's own setting: nothing to contradict
+    assert Predictor.load(teacher).lowercase is True
 
 
-def test_pred_file_round_trips_floats_in_order(tmp_path):
-    sentences = [f"sentence {i}" for i in range(50)]
+def test_transfer_file_round_trips_floats_in_order(tmp_path):
     logits = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
-    path = tmp_path / "x.pred"
-    write_predictions(path, sentences, logits)
-    back_sentences, back = read_predictions(path, 3)
-    assert back_sentences == sentences
-    assert np.array_equal(back, logits)
+    path = tmp_path / "x.txt"
+    sources = ["original", "augmented", "unlabeled", "file"]
+    with open(path, "w") as f:
+        for i, row in enumerate(logits):
+            f.write(transfer_line(f"sentence {i}", sources[i % 4], "1" if i % 4 == 0 else None, row))
+    rows = list(read_transfer(path, 3))
+    assert [r.sentence for r in rows] == [f"sentence {i}" for i in range(50)]
+    assert [r.source for r in rows] == [sources[i % 4] for i in range(50)]
+    assert [r.gold for r in rows[:4]] == ["1", None, None, None]
+    assert np.array_equal(np.array([r.scores for r in rows], dtype=np.float32), logits)
+    # the seed's two-column .pred reads as augmented lines without gold labels
+    (tmp_path / "seed.pred").write_text("a fine film\t0.5 -0.25 1e-3\n")
+    (row,) = read_transfer(tmp_path / "seed.pred", 3)
+    assert (row.sentence, row.source, row.gold, row.scores) == ("a fine film", "augmented", None, [0.5, -0.25, 1e-3])
 
 
 def test_end_to_end_distillation(data_dir, glove_path, trained_teacher, tiny_transformer, student_config, tmp_path):
@@ -139,16 +136,19 @@ def test_end_to_end_distillation(data_dir, glove_path, trained_teacher, tiny_tra
                             f"--bert_model_name_or_path={model_dir}", "--bert_do_lower_case", "--augmented"]) == 0
     assert evaluate.main([f"--config={teacher_cfg}", f"--data_dir={data_dir}", f"--bert_output_dir={teacher_dir}",
                           "--batch_size=64", "--augmented", "--device=cpu"]) == 0
-    sentences, logits = read_predictions(data_dir / "augmented.raw.pred", 2)
-    raw_sentences = [line.split("\t")[0] for line in (data_dir / "augmented.raw").read_text().splitlines()]
-    assert sentences == raw_sentences and logits.shape == (n_raw, 2)
-    # the originals' logits are the teacher's own predictions on them
+    rows = list(read_transfer(data_dir / "augmented.raw.pred", 2))
+    # one file: the training sentences with their gold labels, then the new augmented sentences
+    examples = read_examples(data_dir / "train.txt")
+    originals = [r for r in rows if r.source == "original"]
+    assert [(r.sentence, r.gold) for r in originals] == [(e.sentence, e.label) for e in examples]
+    assert rows[:len(originals)] == originals and {r.source for r in rows[len(originals):]} == {"augmented"}
+    assert len({r.sentence for r in rows}) == len(rows) < n_raw + 240  # duplicates dropped
+    # the logits are the teacher's own on those sentences
     teacher = Predictor.load(teacher_dir)
-    originals = [e.sentence for e in read_examples(data_dir / "train.txt")][:20]
-    index = {s: i for i, s in enumerate(sentences)}
-    torch.testing.assert_close(torch.from_numpy(logits[[index[s] for s in originals]]), teacher.logits(originals),
+    sample = rows[::7]
+    torch.testing.assert_close(torch.tensor([r.scores for r in sample]), teacher.logits([r.sentence for r in sample]),
                                atol=1e-4, rtol=1e-4)
-    shutil.copy(data_dir / "augmented.raw.pred", data_dir / "augmented.txt")
+    shutil.copy(data_dir / "augmented.raw.pred", data_dir / "augmented.txt")  # the seed's command
     # 4. student on logits
     config = student_config("cnn")
     assert preprocess.main([f"--config={config}", f"--data_dir={data_dir}", f"--embedding_path={glove_path}",
@@ -157,7 +157,7 @@ def test_end_to_end_distillation(data_dir, glove_path, trained_teacher, tiny_tra
     assert train.main([f"--config={config}", f"--data_dir={data_dir}", f"--save_path={save}", "--lr=1e-2",
                        "--epoch=10", "--batch_size=32", "--augmented", "--criterion=MSELoss", "--device=cpu",
                        f"--log_dir={tmp_path / 'runs'}"]) == 0
-    assert json.loads(Path(f"{save}.train_results.json").read_text())["train_examples"] == n_raw
+    assert json.loads(Path(f"{save}.train_results.json").read_text())["train_examples"] == len(rows)
     assert evaluate.main([f"--config={config}", f"--data_dir={data_dir}", f"--model_path={save}",
                           "--device=cpu"]) == 0
     results = json.loads(Path(f"{save}.results.json").read_text())

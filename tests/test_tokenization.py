@@ -13,9 +13,9 @@ import preprocess
 import train
 from checkpoint import load_hf_tokenizer
 from conftest import write_glove, write_student_config
-from dataset import TransformerEncoder, read_ids, tokenizer_lowercases
+from dataset import read_ids, tokenizer_lowercases
 from inference import Predictor
-from tokenization import WordTokenizer, glove_split, lowercase_outside
+from runtime import SubwordIds, WordTokenizer, glove_split, lowercase_outside
 
 GLOVE_CASES = {
     "moore's": ["moore", "'s"],
@@ -78,16 +78,18 @@ def test_mask_token_encodes_as_the_mask_id(family, tiny_transformer):
     mask = tok.mask_token
     assert tokenizer_lowercases(tok) is (family != "roberta")
     for lowercase in (False, True):
-        encoder = TransformerEncoder(tok, lowercase, n_ctx=32)
-        ids = encoder.encode_many([f"A Good {mask} Film", f"{mask} {mask} boring", mask])
+        encoder = SubwordIds(tok.backend_tokenizer, lowercase, n_ctx=32, pad_id=tok.pad_token_id)
+        ids = encoder.encode_batch([f"A Good {mask} Film", f"{mask} {mask} boring", mask])
         for row, masks in zip(ids, (1, 2, 1)):
             assert row.count(tok.mask_token_id) == masks, (lowercase, tok.convert_ids_to_tokens(row))
             pieces = tok.convert_ids_to_tokens(row)
             # no mask cut into pieces such as `[`, `mask`, `]`
             assert [p for p in pieces if "mask" in p.lower() and p != mask] == [], pieces
     # lower-casing applies outside the special tokens
-    lowered = TransformerEncoder(tok, True, 32).encode_many([f"A Good {mask} Film"])[0]
-    assert lowered == TransformerEncoder(tok, False, 32).encode_many([f"a good {mask} film"])[0]
+    lowered = SubwordIds(tok.backend_tokenizer, True, 32, tok.pad_token_id).encode(f"A Good {mask} Film")
+    assert lowered == SubwordIds(tok.backend_tokenizer, False, 32, tok.pad_token_id).encode(f"a good {mask} film")
+    # the same ids as the library's own tokenizer gives the lower-cased text
+    assert lowered == tok(f"a good {mask} film")["input_ids"]
 
 
 def test_student_sees_raw_text_as_its_tokenized_training_text(data_dir, tmp_path, capsys):
@@ -104,10 +106,11 @@ def test_student_sees_raw_text_as_its_tokenized_training_text(data_dir, tmp_path
     assert train.main([f"--config={config}", f"--data_dir={data_dir}", f"--save_path={save}", "--epoch=1",
                        "--batch_size=32", "--device=cpu", f"--log_dir={tmp_path / 'runs'}"]) == 0
     vocab = (data_dir / "vocab.txt").read_text().split("\n")[:-1]
-    trained = read_ids(data_dir / "train.txt.ids", 2, soft=False).ids[-1]
+    train_ids = read_ids(data_dir / "train.txt.ids", 2)
+    trained = train_ids.seqs([len(train_ids) - 1])[0].tolist()
     assert [vocab[i] for i in trained] == tokenized.split()  # every token known: no <unk>
     predictor = Predictor.load(save)
-    assert predictor.encode([raw, tokenized, raw.upper()]) == [trained, trained, trained]
+    assert predictor.encode_batch([raw, tokenized, raw.upper()]) == [trained, trained, trained]
     # and predict.py gives the raw sentence the tokenized sentence's prediction
     inputs = tmp_path / "in.txt"
     inputs.write_text(f"{raw}\n{tokenized}\n")
@@ -120,5 +123,5 @@ def test_student_sees_raw_text_as_its_tokenized_training_text(data_dir, tmp_path
 
     bundle = Bundle.load(predictor.export_bundle(tmp_path / "bundle"))
     assert bundle.encode(raw) == trained
-    assert Path(tmp_path / "bundle" / "tokenization.py").read_bytes() == (Path(predict.__file__).parent /
-                                                                         "tokenization.py").read_bytes()
+    assert (tmp_path / "bundle" / "runtime.py").read_bytes() == (Path(predict.__file__).parent /
+                                                                 "runtime.py").read_bytes()

@@ -1,0 +1,134 @@
+"""Label the transfer set: the sentences the students learn the teacher from, with the
+teacher's scores, in one file (`transfer.txt`, dataset.py's format).
+
+    # the training sentences and their augmentations (augment_data.py), scored by a teacher
+    python label.py --teacher=checkpoints/sst2/teacher --data_dir=data/sst2 --augmented
+    # ... and the user's unlabeled text; any Hugging Face sequence classifier is a teacher
+    python label.py --teacher=my-finetuned-roberta --data_dir=data/intents --augmented \
+        --unlabeled=tickets.txt --label_map=NEGATIVE=0,POSITIVE=1
+    # no teacher at all: scores made elsewhere (an LLM, an API), one JSON object a line
+    python label.py --teacher_logits=scores.jsonl --data_dir=data/intents
+
+The teacher scores `train.txt` (source `original`, gold labels kept), `augmented.raw` with
+`--augmented`, and `--unlabeled` text. Lines the students would see as a duplicate or as a
+sentence of valid.txt or test.txt are dropped and counted (labeling.py). A teacher's logits
+are put in the data's label order by name (`--label_map` when the names differ). Labeling is
+resumable (run the same command again) and shards over torchrun ranks. Writes
+`<output>.results.json` beside the output.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from config import load_config
+from dataset import data_labels, parse_label_map, teacher_columns
+from runtime import WordTokenizer
+from util import (DistContext, UserError, amp_dtype, init_distributed, library_versions, positive, resolve_device,
+                  run_in_group, run_main, set_seed, set_threads, write_json)
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--teacher", help="a teacher directory from train.py, or any Hugging Face sequence "
+                                          "classifier (directory or hub name)")
+    source.add_argument("--teacher_logits", help="teacher scores made elsewhere: JSONL, {\"text\": ..., \"logits\"|"
+                                                 "\"probs\": {label: score}} a line; no teacher runs")
+    p.add_argument("--data_dir", required=True, help="train/valid/test.txt (and augmented.raw)")
+    p.add_argument("--augmented", action="store_true", help="also score the augmented file (augment_data.py)")
+    p.add_argument("--augmented_filename", help="with --augmented: the file in data_dir (default augmented.raw)")
+    p.add_argument("--unlabeled", help="also score this unlabeled text: one sentence a line, UTF-8, any size")
+    p.add_argument("--label_map", help="teacher label names to data labels, e.g. NEGATIVE=0,POSITIVE=1")
+    p.add_argument("--student_config", help="the students' config: lines are compared after its word tokenizer and "
+                                            "lower-casing (default: the glove tokenizer, lower-cased)")
+    p.add_argument("--output", help="the transfer set (default <data_dir>/transfer.txt)")
+    p.add_argument("--batch_size", type=positive(int), default=128, help="teacher batch size")
+    p.add_argument("--label_chunk", type=positive(int), default=20000,
+                   help="sentences scored between two saves of the resumable output")
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast dtype for the teacher")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
+    p.add_argument("--num_threads", type=positive(int), help="torch CPU threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=42)
+    return p
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse combinations that would be ignored."""
+    if args.teacher_logits and (args.augmented or args.unlabeled or args.amp != "none"):
+        raise UserError("--teacher_logits brings the scores: --augmented, --unlabeled and --amp need a --teacher")
+    if args.augmented_filename and not args.augmented:
+        raise UserError("--augmented_filename names the file --augmented scores: add --augmented")
+
+
+def word_tokenizer(student_config: str | None) -> WordTokenizer:
+    """How the students split and lower-case words (what makes two lines the same for them)."""
+    if not student_config:
+        return WordTokenizer()
+    config = load_config(student_config)
+    if config.is_transformer:
+        raise UserError(f"--student_config {student_config}: a teacher config; give a GloVe student's")
+    return WordTokenizer(config.tokenizer, config.lowercase)
+
+
+def run(args: argparse.Namespace, dist_ctx: DistContext) -> int:
+    from labeling import TeacherScorer, TransferPlan, label
+
+    data_dir = Path(args.data_dir)
+    for split in ("train", "valid", "test"):
+        if not (data_dir / f"{split}.txt").is_file():
+            raise UserError(f"{data_dir / f'{split}.txt'}: not found (label.py reads the data set's splits)")
+    labels = data_labels(data_dir)
+    label_map = parse_label_map(args.label_map)
+    output = Path(args.output) if args.output else data_dir / "transfer.txt"
+    plan = TransferPlan(held_out=[data_dir / "valid.txt", data_dir / "test.txt"],
+                        word_tokenizer=word_tokenizer(args.student_config))
+    scorer, extra = None, {}
+    if args.teacher_logits:
+        plan.teacher_scores = Path(args.teacher_logits)
+    else:
+        from inference import Predictor
+
+        plan.train = data_dir / "train.txt"
+        plan.augmented = data_dir / (args.augmented_filename or "augmented.raw") if args.augmented else None
+        plan.unlabeled = Path(args.unlabeled) if args.unlabeled else None
+        for path in (plan.augmented, plan.unlabeled):
+            if path is not None and not path.is_file():
+                raise UserError(f"{path}: not found")
+        device = resolve_device(args.device, dist_ctx.local_rank)
+        set_threads(args.num_threads)
+        predictor = Predictor.load(args.teacher, device)
+        columns = teacher_columns(predictor.labels, labels, label_map, str(args.teacher))
+        scorer = TeacherScorer(predictor, columns, args.batch_size, amp_dtype(args.amp, device), dist_ctx)
+        weights = [f for f in sorted(Path(args.teacher).glob("*.safetensors"))] if Path(args.teacher).is_dir() else []
+        extra = {"teacher": str(args.teacher), "weights": [[str(f), f.stat().st_size, f.stat().st_mtime_ns]
+                                                           for f in weights],
+                 "batch_size": args.batch_size, "amp": args.amp, "runtime": predictor.runtime}
+    results = label(plan, output, labels, label_map, scorer, args.label_chunk, dist_ctx, extra)
+    if results is None:
+        return 0
+    results.update({"processes": dist_ctx.world_size, "args": vars(args), "versions": library_versions()})
+    write_json(f"{output}.results.json", results)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        check_flags(args)
+        set_seed(args.seed)
+        resolve_device(args.device)
+        dist_ctx = init_distributed(args.device) if args.teacher else DistContext()
+        return run_in_group(dist_ctx, lambda: run(args, dist_ctx))
+
+    return run_main(body, logger)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
