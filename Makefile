@@ -8,7 +8,7 @@ SST2_DIR ?= $(abspath $(firstword $(wildcard ../shared/data/sst2)))
 export SST2_DIR
 # make distill DATA=dir [TEACHER=classifier-or-encoder] [TEACHER_CONFIG=configs/...] [TEACHER_LOGITS=scores.jsonl]
 #              [UNLABELED=text.txt] [LABEL_MAP=A=0,B=1] [TRANSFER=augmented|unlabeled|both]
-#              [RECIPE=configs/recipe-....json] [MODELS=a,b]
+#              [RECIPE=configs/recipe-....json] [MODELS=a,b] [SEEDS=n]
 DATA ?=
 TEACHER ?=
 TEACHER_CONFIG ?=
@@ -18,13 +18,14 @@ LABEL_MAP ?=
 TRANSFER ?=
 RECIPE ?=
 MODELS ?=
-export MODELS
+SEEDS ?=
+export MODELS SEEDS
 DISTILL_ARGS := $(if $(DATA),--data_dir=$(DATA)) $(if $(TEACHER),--teacher=$(TEACHER)) \
 	$(if $(TEACHER_CONFIG),--teacher_config=$(TEACHER_CONFIG)) $(if $(TEACHER_LOGITS),--teacher_logits=$(TEACHER_LOGITS)) \
 	$(if $(UNLABELED),--unlabeled=$(UNLABELED)) $(if $(LABEL_MAP),--label_map=$(LABEL_MAP)) \
 	$(if $(TRANSFER),--transfer=$(TRANSFER)) $(if $(RECIPE),--recipe=$(RECIPE))
 
-.PHONY: setup data embeddings test demo distill ablation bench peers raw-text gpu-check clean
+.PHONY: setup data embeddings test demo distill few-labels ablation bench peers raw-text gpu-check clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +59,11 @@ demo: setup data embeddings
 # The whole loop (SST-2 by default, or DATA=dir): results/<name>.md. Reruns only what changed.
 distill: setup embeddings $(if $(DATA),,data)
 	$(PY) scripts/distill.py $(DISTILL_ARGS)
+
+# The few-labels case: a teacher on 5,000 labeled SST-2 sentences, the other 62,349 as unlabeled
+# text; CNN and BiLSTM distilled from augmented / unlabeled / both beside gold: results/sst2-5k.md.
+few-labels: setup data embeddings
+	$(PY) scripts/few_labels.py
 
 # One setting changed per CNN run (loss, temperature, alpha, n-gram mode): results/ablation.md.
 # Stands on `make distill`; on a GPU: python scripts/ablation.py --stage train --device cuda --jobs 6

@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label_chunk", type=positive(int), default=20000,
                    help="sentences scored between two saves of the resumable output")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast dtype for the teacher")
+    p.add_argument("--runtime", choices=("auto", "pytorch", "onnxruntime", "onnxruntime-int8"), default="pytorch",
+                   help="the teacher's runtime on the CPU; auto: time each on a sample of the transfer set and use "
+                        "the fastest whose argmax agrees with fp32 PyTorch on --min_agreement of it")
+    p.add_argument("--runtime_sample", type=positive(int), default=2000,
+                   help="--runtime: sentences of the training set the runtimes are timed and compared on")
+    p.add_argument("--min_agreement", type=float, default=0.995, help="--runtime auto: the agreement required")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
     p.add_argument("--num_threads", type=positive(int), help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=42)
@@ -63,6 +69,10 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError("--teacher_logits brings the scores: --augmented, --unlabeled and --amp need a --teacher")
     if args.augmented_filename and not args.augmented:
         raise UserError("--augmented_filename names the file --augmented scores: add --augmented")
+    if args.runtime != "pytorch" and (args.teacher_logits or args.amp != "none"):
+        raise UserError("--runtime runs the teacher on the CPU in fp32 or int8: not with --teacher_logits or --amp")
+    if args.runtime == "pytorch" and (args.runtime_sample != 2000 or args.min_agreement != 0.995):
+        raise UserError("--runtime_sample/--min_agreement are for --runtime auto|onnxruntime|onnxruntime-int8")
 
 
 def word_tokenizer(student_config: str | None) -> WordTokenizer:
@@ -76,7 +86,8 @@ def word_tokenizer(student_config: str | None) -> WordTokenizer:
 
 
 def run(args: argparse.Namespace, dist_ctx: DistContext) -> int:
-    from labeling import TeacherScorer, TransferPlan, label
+    from dataset import read_examples
+    from labeling import TeacherScorer, TransferPlan, choose_runtime, label
 
     data_dir = Path(args.data_dir)
     for split in ("train", "valid", "test"):
@@ -87,7 +98,7 @@ def run(args: argparse.Namespace, dist_ctx: DistContext) -> int:
     output = Path(args.output) if args.output else data_dir / "transfer.txt"
     plan = TransferPlan(held_out=[data_dir / "valid.txt", data_dir / "test.txt"],
                         word_tokenizer=word_tokenizer(args.student_config))
-    scorer, extra = None, {}
+    scorer, extra, trials = None, {}, None
     if args.teacher_logits:
         plan.teacher_scores = Path(args.teacher_logits)
     else:
@@ -103,6 +114,17 @@ def run(args: argparse.Namespace, dist_ctx: DistContext) -> int:
         set_threads(args.num_threads)
         predictor = Predictor.load(args.teacher, device)
         columns = teacher_columns(predictor.labels, labels, label_map, str(args.teacher))
+        if args.runtime != "pytorch":
+            if device.type != "cpu" or dist_ctx.enabled:
+                logger.info("[Runtime] pytorch: --runtime %s is for one CPU process (here %s, %d process(es))",
+                            args.runtime, device, dist_ctx.world_size)
+            else:
+                sample = [e.sentence for e in read_examples(plan.train)[: args.runtime_sample]]
+                # auto: the fastest that agrees; a runtime named: that one, its agreement logged
+                choosable = ("pytorch", "onnxruntime", "onnxruntime-int8") if args.runtime == "auto" else \
+                    (args.runtime,)
+                trials = choose_runtime(predictor, sample, args.batch_size, args.num_threads or 0,
+                                        args.min_agreement if args.runtime == "auto" else 0.0, choosable)
         scorer = TeacherScorer(predictor, columns, args.batch_size, amp_dtype(args.amp, device), dist_ctx)
         weights = [f for f in sorted(Path(args.teacher).glob("*.safetensors"))] if Path(args.teacher).is_dir() else []
         extra = {"teacher": str(args.teacher), "weights": [[str(f), f.stat().st_size, f.stat().st_mtime_ns]
@@ -111,7 +133,9 @@ def run(args: argparse.Namespace, dist_ctx: DistContext) -> int:
     results = label(plan, output, labels, label_map, scorer, args.label_chunk, dist_ctx, extra)
     if results is None:
         return 0
-    results.update({"processes": dist_ctx.world_size, "args": vars(args), "versions": library_versions()})
+    results.update({"processes": dist_ctx.world_size, "runtime": extra.get("runtime"), "runtime_trials": trials,
+                    "args": vars(args),
+                    "versions": library_versions()})
     write_json(f"{output}.results.json", results)
     return 0
 

@@ -35,8 +35,8 @@ from dataset import (
     read_teacher_scores,
     transfer_line,
 )
-from inference import Predictor, logits_for_batches
-from runtime import WordTokenizer, length_sorted_batches
+from inference import Predictor, export_onnx, logits_for_batches, predict_logits, quantize_onnx, session_forward
+from runtime import OrtSession, WordTokenizer, length_sorted_batches
 from util import DistContext, UserError, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -163,6 +163,57 @@ class TeacherScorer:
         out = np.empty((len(sentences), rows.shape[1]), dtype=np.float32)
         out[indices] = rows
         return out[:, self.columns]  # [n, K] in the data's label order
+
+
+LABEL_RUNTIMES = ("auto", "pytorch", "onnxruntime", "onnxruntime-int8")
+
+
+def choose_runtime(predictor: Predictor, sentences: list[str], batch_size: int, num_threads: int,
+                   min_agreement: float, choosable: tuple[str, ...] = LABEL_RUNTIMES[1:]) -> list[dict]:
+    """Score `sentences` (a sample of the transfer set) with fp32 PyTorch (the reference) and
+    each `choosable` ONNX Runtime variant on the CPU, and switch `predictor` to the fastest
+    choosable one whose argmax agrees with the reference on at least `min_agreement` of
+    them. Returns the trials (runtime, sentences/s, agreement, chosen)."""
+    import tempfile
+
+    cpu = torch.device("cpu")
+    ids = predictor.encode_batch(sentences)
+
+    def trial(forward) -> tuple[torch.Tensor, float]:
+        predict_logits(forward, ids[:batch_size], batch_size, predictor.pad_id, cpu, progress=False)  # warm-up
+        start = time.perf_counter()
+        logits = predict_logits(forward, ids, batch_size, predictor.pad_id, cpu, progress=False)  # [n, K]
+        return logits, len(ids) / (time.perf_counter() - start)
+
+    reference, rate = trial(predictor.model)
+    trials = [{"runtime": "pytorch", "sentences_per_s": rate, "agreement": 1.0, "max_abs_logit_diff": 0.0}]
+    sessions = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = Path(tmp) / "teacher.onnx", Path(tmp) / "teacher.int8.onnx"
+        export_onnx(predictor.model, fp32, torch.tensor(predictor.encode_batch(["a fine example sentence"])))
+        predictor.model.to(predictor.device)
+        if "onnxruntime-int8" in choosable:
+            quantize_onnx(fp32, int8, per_channel=True)
+        for runtime, path in (("onnxruntime", fp32), ("onnxruntime-int8", int8)):
+            if runtime not in choosable:
+                continue
+            sessions[runtime] = session_forward(OrtSession(path, num_threads))  # the model is read into memory
+            logits, rate = trial(sessions[runtime])
+            trials.append({"runtime": runtime, "sentences_per_s": rate,
+                           "agreement": float((logits.argmax(1) == reference.argmax(1)).float().mean()),
+                           "max_abs_logit_diff": float((logits - reference).abs().max())})
+    passing = [t for t in trials if t["runtime"] in choosable and t["agreement"] >= min_agreement]
+    best = max(passing, key=lambda t: t["sentences_per_s"])
+    for t in trials:
+        t["chosen"] = t is best
+        logger.info("[Runtime] %-16s %6.0f sentences/s, argmax agreement with fp32 PyTorch %.2f%% (max |logit "
+                    "difference| %.3g)%s", t["runtime"], t["sentences_per_s"], 100 * t["agreement"],
+                    t["max_abs_logit_diff"], " <- chosen: the fastest at or above the "
+                    f"{100 * min_agreement:.1f}% agreement" if t is best else "")
+    if best["runtime"] != "pytorch":
+        predictor.forward = sessions[best["runtime"]]
+        predictor.runtime = best["runtime"]
+    return trials
 
 
 def _resume_point(partial: Path, stamp: Path, fingerprint: str, chunk: int) -> int:

@@ -319,6 +319,7 @@ STUDENTS: dict[str, type[GloveStudent]] = {
     "densenet-dsa": DenseNetDSA,
     "bilstm": GloveBiLSTM,
     "bow": GloveBow,
+    "dan": GloveBow,  # the same network with `bow.hidden` layers
 }
 assert set(STUDENTS) == set(STUDENT_KINDS), "config.STUDENT_KINDS and model.STUDENTS must name the same students"
 

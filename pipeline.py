@@ -135,13 +135,15 @@ def teacher_steps(recipe: Recipe, data: Path, backbone: str, teacher: Path, lowe
 
 
 def teacher_eval_steps(config: str, data: Path, teacher: str, out: Path, label_map: str | None,
-                       teacher_files: list[Path]) -> list[Step]:
+                       teacher_files: list[Path], latency_sample: int = 0) -> list[Step]:
     """The teacher's test accuracy and latency, as the students' are measured (its results in
     `out`, not in the teacher's directory, which may be the user's). `teacher_files`: the
-    files that make it (its weights and config), so a changed teacher is evaluated again."""
+    files that make it (its weights and config), so a changed teacher is evaluated again;
+    `latency_sample`: time only the first N test sentences (the accuracy is over all)."""
     mapping = [f"--label_map={label_map}"] if label_map else []
+    sample = [f"--latency_sample={latency_sample}"] if latency_sample else []
     common = ["evaluate.py", f"--config={config}", f"--data_dir={data}", f"--bert_output_dir={teacher}",
-              "--num_threads=1", *mapping]
+              "--num_threads=1", *mapping, *sample]
     inputs = [*teacher_files, data / "test.txt", data / "train.txt"]
     return [Step("evaluate teacher", [*common, f"--results_path={out / 'teacher.results.json'}"], inputs,
                  [out / "teacher.results.json"]),
@@ -174,7 +176,8 @@ def label_step(recipe: Recipe, data: Path, student_config: str, teacher: str | N
     inputs = [*(teacher_files or []), Path(student_config), *splits,
               *([data / "augmented.raw"] if augmented else []), *([Path(unlabeled)] if unlabeled else [])]
     return Step("label", ["label.py", f"--teacher={teacher}", *common, *sources,
-                          f"--batch_size={recipe.label_batch_size}", f"--amp={recipe.label_amp}"],
+                          f"--batch_size={recipe.label_batch_size}", f"--amp={recipe.label_amp}",
+                          f"--runtime={recipe.label_runtime}"],
                 inputs, [data / "transfer.txt"])
 
 

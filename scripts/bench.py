@@ -42,7 +42,7 @@ from util import (  # noqa: E402
 logger = logging.getLogger(__name__)
 
 RUNTIMES = ("pytorch", "onnxruntime", "onnxruntime-int8", "numpy")
-MODELS = ("teacher", "cnn", "densenet-cnn", "densenet-dsa", "bilstm", "bow")
+MODELS = ("teacher", "cnn", "densenet-cnn", "densenet-dsa", "bilstm", "bow", "dan")
 
 
 def read_test(path: Path) -> tuple[list[str], list[str]]:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from checkpoint import TEACHER_META, is_teacher, load_hf_tokenizer, teacher_labels  # noqa: E402
 from config import STUDENT_KINDS, Recipe, config_to_dict, load_config, load_recipe  # noqa: E402
-from dataset import (build_labels, parse_label_map, read_examples, read_labels, teacher_columns,  # noqa: E402
+from dataset import (TRANSFER_CHOICES, build_labels, parse_label_map, read_examples, read_labels, teacher_columns,  # noqa: E402
                      tokenizer_lowercases)
 from pipeline import (  # noqa: E402
     SPLITS,
@@ -69,12 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher_logits", help="teacher scores made elsewhere (JSONL, see label.py); no teacher runs")
     p.add_argument("--unlabeled", help="unlabeled text for the transfer set, one sentence a line")
     p.add_argument("--label_map", help="the teacher's label names to the data's, e.g. NEGATIVE=0,POSITIVE=1")
-    p.add_argument("--transfer", choices=("augmented", "unlabeled", "both"),
-                   help="what the students learn from (default: the recipe's; else both with --unlabeled, "
-                        "else augmented)")
+    p.add_argument("--transfer", help="what the students learn from: augmented, unlabeled or both; a comma list "
+                                      "trains each student once per choice, side by side in the table (default: "
+                                      "the recipe's; else both with --unlabeled, else augmented)")
     p.add_argument("--recipe", help="recipe JSON (default configs/recipe-sst2.json, or recipe-demo.json with --demo)")
     p.add_argument("--models", default=os.environ.get("MODELS") or None,
                    help="comma-separated students (default $MODELS, else the recipe's)")
+    p.add_argument("--seeds", type=int, default=int(os.environ.get("SEEDS") or 0) or None,
+                   help="seeds per student, overriding the recipe's `seeds` (default $SEEDS, else the recipe's)")
     p.add_argument("--embedding_path", help="GloVe text file (default embeddings/glove.6B.<dim>d.txt)")
     p.add_argument("--demo", action="store_true", help="a seeded subset of the training set (the recipe's size)")
     p.add_argument("--name", help="the run's name (default: DATA's directory name, plus -demo)")
@@ -157,21 +159,29 @@ def plan_teacher(args: argparse.Namespace, recipe: Recipe, labels: list[str]) ->
                        args.teacher_config or recipe.teacher.config)
 
 
-def resolve_transfer(args: argparse.Namespace, recipe: Recipe, teacher: TeacherPlan) -> str:
-    """What the students learn from; a choice that would leave a given input unused is refused."""
-    transfer = args.transfer or recipe.transfer
+def resolve_transfer(args: argparse.Namespace, recipe: Recipe, teacher: TeacherPlan) -> list[str]:
+    """What the students learn from (one or more choices); a choice that needs an input not
+    given, or an input no choice uses, is refused."""
+    given = args.transfer or recipe.transfer
+    transfers = [t.strip() for t in given.split(",") if t.strip()] if given else []
+    for t in transfers:
+        if t not in TRANSFER_CHOICES:
+            raise UserError(f"unknown transfer {t!r} in --transfer/TRANSFER; expected some of "
+                            f"{list(TRANSFER_CHOICES)}")
+    if len(set(transfers)) != len(transfers):
+        raise UserError(f"--transfer/TRANSFER {given!r} names a choice twice")
     if teacher.kind == "file":
-        if transfer == "augmented":
+        if transfers and transfers != ["both"] and transfers != ["unlabeled"]:
             raise UserError("transfer 'augmented' needs a teacher to score augmented sentences; --teacher_logits "
                             "brings its own sentences")
-        return "both"
-    if transfer is None:
-        return "both" if args.unlabeled else "augmented"
-    if transfer in ("unlabeled", "both") and not args.unlabeled:
-        raise UserError(f"transfer {transfer!r} learns from unlabeled text: give --unlabeled (UNLABELED=)")
-    if transfer == "augmented" and args.unlabeled:
+        return ["both"]
+    if not transfers:
+        return ["both"] if args.unlabeled else ["augmented"]
+    if any(t in ("unlabeled", "both") for t in transfers) and not args.unlabeled:
+        raise UserError(f"transfer {given!r} learns from unlabeled text: give --unlabeled (UNLABELED=)")
+    if transfers == ["augmented"] and args.unlabeled:
         raise UserError("--unlabeled text would not be used with transfer 'augmented'; use 'unlabeled' or 'both'")
-    return transfer
+    return transfers
 
 
 def student_config_for_data(recipe: Recipe, models: list[str]) -> str:
@@ -208,7 +218,7 @@ def accuracy_cell(results: list[dict]) -> str:
     return f"{mean:.2f} ± {std:.2f} ({len(accs)} seeds: {', '.join(f'{a:.2f}' for a in accs)})"
 
 
-def transfer_summary(work: Path, transfer: str) -> str:
+def transfer_summary(work: Path, transfers: list[str]) -> str:
     """A sentence on the transfer set: its sources and what was dropped (from label.py's results)."""
     res = read_results(work / "transfer.txt.results.json")
     if res is None:
@@ -218,11 +228,11 @@ def transfer_summary(work: Path, transfer: str) -> str:
     dups = sum(c["duplicates"] for c in src.values())
     held = sum(c["in_valid_or_test"] for c in src.values())
     return (f"Transfer set: {res['sentences']:,} sentences ({kept}); dropped {dups:,} duplicates and {held:,} lines "
-            f"that are valid or test sentences. The students learn from `{transfer}`.")
+            f"that are valid or test sentences. The students learn from " + ", ".join(f"`{t}`" for t in transfers) + ".")
 
 
 def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherPlan, recipe: Recipe,
-                models: list[str], record: dict, recipe_path: str, transfer: str) -> None:
+                models: list[str], record: dict, recipe_path: str, transfers: list[str]) -> None:
     """The results table, from the runs' results files (nothing typed by hand)."""
 
     def row(name: str, trained_on: str, results: list[dict], train_results: list[Path], padded: Path | None) -> str:
@@ -246,7 +256,7 @@ def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherP
     for m in models:
         s = recipe.students[m]
         kinds = (("gold", "gold labels"),) if s.gold_epochs else ()
-        for kind, trained_on in (*kinds, ("distill", "teacher logits (distilled)")):
+        for kind, trained_on in (*kinds, *distill_kinds(transfers)):
             ckpts = [out / checkpoint_name(m, kind, i) for i in range(s.seeds)]
             results = [r for r in (read_results(Path(f"{c}.results.json")) for c in ckpts) if r]
             rows.append(row(STUDENT_KINDS[m].title, trained_on, results,
@@ -267,7 +277,7 @@ def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherP
         f"Recipe: `{recipe_path}`{teacher_recipe}, augmentation n_iter {recipe.n_iter}"
         + (f", training subset {recipe.train_subset:,} sentences" if recipe.train_subset else "")
         + "; the students' epochs and learning rates are in the recipe.",
-        transfer_summary(data, transfer), "",
+        transfer_summary(data, transfers), "",
         "| model | trained on | test accuracy % | ms/example | padded ms/example | parameters | without embeddings "
         "| train min |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
@@ -276,8 +286,16 @@ def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherP
     atomic_write_text(path, "\n".join(lines))
 
 
-def build_steps(args: argparse.Namespace, recipe: Recipe, teacher: TeacherPlan, transfer: str, models: list[str],
-                work: Path, out: Path) -> list[Step]:
+def distill_kinds(transfers: list[str]) -> list[tuple[str, str]]:
+    """(checkpoint kind, table text) of each distilled run: `distill`, or with several
+    transfer choices `distill-<choice>`."""
+    if len(transfers) == 1:
+        return [("distill", "teacher logits (distilled)")]
+    return [(f"distill-{t}", f"teacher logits, transfer `{t}`") for t in transfers]
+
+
+def build_steps(args: argparse.Namespace, recipe: Recipe, teacher: TeacherPlan, transfers: list[str],
+                models: list[str], work: Path, out: Path) -> list[Step]:
     """The run's stages, in order (pipeline.py's builders)."""
     student_config = student_config_for_data(recipe, models)
     config = load_config(ROOT / student_config)
@@ -290,9 +308,10 @@ def build_steps(args: argparse.Namespace, recipe: Recipe, teacher: TeacherPlan, 
         teacher_files = [out / "teacher" / "model.safetensors", out / "teacher" / "config.json"]
         recipe.teacher.config = teacher.config
         steps += teacher_steps(recipe, work, teacher.source, out / "teacher", teacher.lowercase, runs)
-    augmented = teacher.kind != "file" and transfer in ("augmented", "both")
+    augmented = teacher.kind != "file" and any(t in ("augmented", "both") for t in transfers)
     if teacher.kind != "file":
-        steps += teacher_eval_steps(teacher.config, work, teacher_path, out, args.label_map, teacher_files)
+        steps += teacher_eval_steps(teacher.config, work, teacher_path, out, args.label_map, teacher_files,
+                                    recipe.latency_sample)
     if augmented:
         steps.append(augment_step(recipe, work, teacher.mask_token, config.tokenizer))
     if teacher.kind == "file":
@@ -307,10 +326,11 @@ def build_steps(args: argparse.Namespace, recipe: Recipe, teacher: TeacherPlan, 
         for i in range(s.seeds):
             first = i == 0
             if s.gold_epochs:
-                steps += student_steps(recipe, m, "gold", work, out / checkpoint_name(m, "gold", i), runs, transfer,
+                steps += student_steps(recipe, m, "gold", work, out / checkpoint_name(m, "gold", i), runs,
+                                       seed=42 + i, padded=first)
+            for (kind, _), transfer in zip(distill_kinds(transfers), transfers):
+                steps += student_steps(recipe, m, kind, work, out / checkpoint_name(m, kind, i), runs, transfer,
                                        42 + i, padded=first)
-            steps += student_steps(recipe, m, "distill", work, out / checkpoint_name(m, "distill", i), runs, transfer,
-                                   42 + i, padded=first)
     return steps
 
 
@@ -321,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         recipe_path = args.recipe or ("configs/recipe-demo.json" if args.demo else "configs/recipe-sst2.json")
         recipe = load_recipe(ROOT / recipe_path if not Path(recipe_path).is_absolute() else recipe_path)
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else recipe.models
+        if args.seeds is not None:
+            if args.seeds < 1:
+                raise UserError(f"--seeds/SEEDS must be at least 1, got {args.seeds}")
+            for s in recipe.students.values():
+                s.seeds = args.seeds
         for m in models:
             if m not in recipe.students:
                 raise UserError(f"unknown student {m!r} in --models/MODELS; {recipe_path} has "
@@ -330,23 +355,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.unlabeled and not Path(args.unlabeled).is_file():
             raise UserError(f"{args.unlabeled}: not found (--unlabeled)")
         teacher = plan_teacher(args, recipe, build_labels(read_examples(source / "train.txt")))
-        transfer = resolve_transfer(args, recipe, teacher)
+        transfers = resolve_transfer(args, recipe, teacher)
         name = args.name or (source.resolve().name + ("-demo" if args.demo else ""))
         work = Path(args.work_dir) if args.work_dir else ROOT / "data" / name
         out = Path(args.out_dir) if args.out_dir else ROOT / "checkpoints" / name
         results = Path(args.results) if args.results else ROOT / "results" / f"{name}.md"
-        steps = build_steps(args, recipe, teacher, transfer, models, work, out)
+        steps = build_steps(args, recipe, teacher, transfers, models, work, out)
         prepare_work_dir(source, work, recipe.train_subset if args.demo or recipe.train_subset else 0)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "recipe.json", {"recipe": config_to_dict(recipe), "path": recipe_path, "models": models,
-                                         "teacher": dataclasses.asdict(teacher), "transfer": transfer,
+                                         "teacher": dataclasses.asdict(teacher), "transfer": transfers,
                                          "unlabeled": args.unlabeled, "label_map": args.label_map})
         pipeline = Pipeline(out / "pipeline.json", sys.executable, ROOT, args.force)
         title = f"{name}: distillation from {teacher.name}"
         start = time.time()
         for step in steps:
             pipeline.run(step)
-            write_table(results, title, out, work, teacher, recipe, models, pipeline.record, recipe_path, transfer)
+            write_table(results, title, out, work, teacher, recipe, models, pipeline.record, recipe_path, transfers)
         logger.info("[Pipeline] finished in %.1f min; table: %s", (time.time() - start) / 60, results)
         print(results.read_text(encoding="utf-8"))
         return 0

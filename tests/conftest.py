@@ -82,6 +82,7 @@ TINY_STUDENTS = {
                      "dsa": {"num_attentions": 2, "dsa_dim": 6, "r": 2}},
     "bilstm": {"dropout": 0.1, "fc_hidden_size": 16, "lstm": {"hidden_size": 8, "num_layers": 1}},
     "bow": {"dropout": 0.0, "bow": {"buckets": 97}},
+    "dan": {"dropout": 0.0, "bow": {"buckets": 97, "hidden": [12, 10]}},
 }
 
 

@@ -178,7 +178,7 @@ def test_driver_with_a_ready_classifier_runs_no_teacher_training(classifier, tmp
     out, results = tmp_path / "out", tmp_path / "toy.md"
     argv = [f"--data_dir={source}", f"--teacher={teacher}", f"--recipe={recipe}", "--models=cnn",
             f"--embedding_path={write_glove(tmp_path / 'glove.txt')}", f"--work_dir={tmp_path / 'work'}",
-            f"--out_dir={out}", f"--results={results}", f"--unlabeled={unlabeled}", "--transfer=both"]
+            f"--out_dir={out}", f"--results={results}", f"--unlabeled={unlabeled}", "--transfer=augmented,both"]
     capsys.readouterr()
     assert distill.main(argv) == 0
     printed = capsys.readouterr().out
@@ -195,8 +195,40 @@ def test_driver_with_a_ready_classifier_runs_no_teacher_training(classifier, tmp
     teacher_row = next(line for line in table.splitlines() if line.startswith(f"| {teacher.name} teacher |"))
     assert f"{100 * own:.2f}" in teacher_row
     assert "duplicates and 1 lines that are valid or test sentences" in table and "unlabeled 1" in table
+    # one student per transfer choice, side by side
+    for choice in ("augmented", "both"):
+        assert f"| GloVe CNN | teacher logits, transfer `{choice}` | " in table
+        train_cmd = json.loads((out / "pipeline.json").read_text())[f"train cnn distill-{choice}"]["command"]
+        assert f"--transfer={choice}" in train_cmd
     # a label set that does not map is refused before anything is written
     refused(capsys, distill, [*argv[:1], f"--teacher={classifier('bert', {0: 'NEG', 1: 'POS', 2: 'MEH'})}",
                               *argv[2:6], f"--out_dir={tmp_path / 'out2'}", f"--work_dir={tmp_path / 'work2'}",
                               f"--results={tmp_path / 'toy2.md'}"], "but the data has ['GetWeather', 'negative', ")
     assert not (tmp_path / "out2").exists() and not (tmp_path / "work2").exists()
+
+
+def test_labeling_runtime_is_chosen_by_speed_and_agreement(classifier, data_dir, tmp_path, capsys):
+    """--runtime auto times fp32 PyTorch and ONNX Runtime fp32/int8 on a sample, keeps the fastest
+    that agrees, and records why; a runtime named is used, its agreement logged."""
+    teacher = classifier("bert", {0: "LABEL_0", 1: "LABEL_1"})
+    base = [f"--teacher={teacher}", f"--data_dir={data_dir}", "--device=cpu", "--num_threads=1",
+            "--runtime_sample=64"]
+    capsys.readouterr()
+    assert label.main([*base, "--runtime=auto", f"--output={tmp_path / 'auto.txt'}"]) == 0
+    err = capsys.readouterr().err
+    results = json.loads((tmp_path / "auto.txt.results.json").read_text())
+    trials = results["runtime_trials"]
+    assert [t["runtime"] for t in trials] == ["pytorch", "onnxruntime", "onnxruntime-int8"]
+    chosen = [t for t in trials if t["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["agreement"] >= 0.995 and results["runtime"] == chosen[0]["runtime"]
+    assert all(t["sentences_per_s"] <= chosen[0]["sentences_per_s"] for t in trials if t["agreement"] >= 0.995)
+    assert "<- chosen: the fastest at or above the 99.5% agreement" in err
+    assert trials[1]["max_abs_logit_diff"] < 1e-4  # fp32 ONNX is the same function
+    # named: ONNX Runtime fp32 gives PyTorch's scores
+    assert label.main([*base, "--runtime=onnxruntime", f"--output={tmp_path / 'ort.txt'}"]) == 0
+    assert label.main([f"--teacher={teacher}", f"--data_dir={data_dir}", "--device=cpu",
+                       f"--output={tmp_path / 'torch.txt'}"]) == 0
+    ort = np.array([r.scores for r in read_transfer(tmp_path / "ort.txt", 2)])
+    torch_scores = np.array([r.scores for r in read_transfer(tmp_path / "torch.txt", 2)])
+    np.testing.assert_allclose(ort, torch_scores, atol=1e-4, rtol=0)
+    refused(capsys, label, [*base[:3], "--min_agreement=0.9"], "are for --runtime auto")

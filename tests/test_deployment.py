@@ -29,13 +29,9 @@ STUDENTS = ["cnn", "densenet-cnn", "densenet-dsa", "bilstm", "bow", "dan"]
 
 
 def random_student(directory: Path, enc_class: str) -> Path:
-    """A student with random weights over the toy vocabulary, saved as train.py saves one
-    (`dan`: a bag of n-grams with two hidden layers)."""
-    settings = dict(TINY_STUDENTS["bow" if enc_class == "dan" else enc_class])
-    if enc_class == "dan":
-        settings["bow"] = {**settings["bow"], "hidden": [12, 10]}
-    config = config_from_dict({"emb_class": "glove", "enc_class": "bow" if enc_class == "dan" else enc_class,
-                               "n_ctx": 20, "token_emb_dim": EMB_DIM, **settings}, "test")
+    """A student with random weights over the toy vocabulary, saved as train.py saves one."""
+    config = config_from_dict({"emb_class": "glove", "enc_class": enc_class, "n_ctx": 20, "token_emb_dim": EMB_DIM,
+                               **TINY_STUDENTS[enc_class]}, "test")
     vocab = ["<pad>", "<unk>", *POSITIVE, *NEGATIVE, *NEUTRAL, ",", "[MASK]", "'s", "n't", "!"]
     torch.manual_seed(0)
     model = build_student(config, len(vocab), 3)
