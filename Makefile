@@ -36,6 +36,7 @@ $(VENV)/.installed: requirements.txt
 setup: $(VENV)/.installed
 
 data/sst2/.fetched: | $(VENV)/.installed
+	$(if $(SST2_DIR),,$(VENV)/bin/pip install -q -r requirements-online.txt)
 	$(PY) scripts/fetch_data.py --out data/sst2
 	touch $@
 

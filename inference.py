@@ -155,7 +155,9 @@ class Predictor:
         written = [path]
         if quantize:
             written.append(path.with_name(path.name.replace(".onnx", "") + ".int8.onnx"))
-            quantize_onnx(path, written[-1])
+            # a teacher keeps its decisions far better with a scale per output channel (label.py's
+            # runtime trials: 99.85% argmax agreement on SST-2 sentences)
+            quantize_onnx(path, written[-1], per_channel=self.is_teacher)
         self.model.to(self.device)
         return written
 

@@ -190,11 +190,14 @@ def markdown(report: dict, peers: dict | None) -> str:
                   for r in one if r["model"] != "teacher"]
     if peers:
         lines += ["", *peer_comparison(one, peers)]
-    label = ROOT / report["data_dir"] / "augmented.raw.pred.results.json"
+    label = ROOT / report["data_dir"] / "transfer.txt.results.json"
     if label.exists():
         r = json.loads(label.read_text())
-        lines += ["", f"Teacher labeling (`evaluate.py --augmented`, batch {r['batch_size']}, {r['threads']} threads, "
-                  f"in `make distill`): {r['labeled']:,} sentences at {r['sentences_per_s']:.0f} sentences/s."]
+        trials = "; ".join(f"{t['runtime']} {t['sentences_per_s']:.0f}/s, {100 * t['agreement']:.2f}% agreement"
+                           for t in r.get("runtime_trials") or [])
+        lines += ["", f"Teacher labeling (`label.py` in `make distill`, batch {r['args']['batch_size']}, "
+                  f"{r['processes']} process(es)): {r['scored']:,} sentences at {r['sentences_per_s']:.0f} "
+                  f"sentences/s in {r['runtime']}" + (f" (sample trials: {trials})" if trials else "") + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,8 @@
-"""Compare two `.pred` files of the same sentences (say, a teacher's logits from PyTorch bf16
-and from int8 ONNX Runtime): how often the argmax agrees and how far the logits move.
+"""Compare two transfer sets of the same sentences (say, a teacher's logits from PyTorch fp32
+and from int8 ONNX Runtime, `label.py --runtime`): how often the argmax agrees and how far the
+logits move.
 
-    python scripts/compare_logits.py data/sst2/augmented.raw.pred data/sst2-int8/augmented.raw.pred
+    python scripts/compare_logits.py data/sst2/transfer.txt /tmp/transfer-int8.txt
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dataset import read_predictions  # noqa: E402
+from dataset import read_transfer  # noqa: E402
 from util import UserError, run_main  # noqa: E402
 
 
@@ -24,8 +25,9 @@ def compare(a: Path, b: Path) -> dict:
     """Agreement of the argmax and the absolute logit differences, line by line."""
     with open(a, encoding="utf-8") as f:
         k = len(f.readline().rstrip("\n").split("\t")[-1].split())  # logits per line, from the first
-    sentences_a, logits_a = read_predictions(a, k)
-    sentences_b, logits_b = read_predictions(b, k)
+    rows_a, rows_b = list(read_transfer(a, k)), list(read_transfer(b, k))
+    sentences_a, logits_a = [r.sentence for r in rows_a], np.array([r.scores for r in rows_a])
+    sentences_b, logits_b = [r.sentence for r in rows_b], np.array([r.scores for r in rows_b])
     if sentences_a != sentences_b:
         raise UserError(f"{b}: not the same sentences, in the same order, as {a}")
     diff = np.abs(logits_a - logits_b)  # [N, K]

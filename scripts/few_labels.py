@@ -60,17 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=42, help="which sentences keep their labels")
     args = p.parse_args(argv)
 
-    def body() -> int:
-        source = Path(args.data_dir)
-        name = args.name or f"{source.resolve().name}-{args.labeled / 1000:g}k"
-        out = ROOT / "data" / name
-        kept, dropped = split(source, out, args.labeled, args.seed)
-        logger.info("[Few labels] %d labeled training sentences, %d given as unlabeled text -> %s", kept, dropped, out)
-        return distill.main([f"--data_dir={out}", f"--name={name}", f"--unlabeled={out / 'unlabeled.txt'}",
-                             "--transfer=augmented,unlabeled,both", f"--models={args.models}",
-                             f"--recipe={args.recipe}"])
+    name = args.name or f"{Path(args.data_dir).resolve().name}-{args.labeled / 1000:g}k"
+    out = ROOT / "data" / name
 
-    return run_main(body, logger)
+    def body() -> int:
+        kept, dropped = split(Path(args.data_dir), out, args.labeled, args.seed)
+        logger.info("[Few labels] %d labeled training sentences, %d given as unlabeled text -> %s", kept, dropped, out)
+        return 0
+
+    # the split, then the driver with its own logging (not nested inside this script's)
+    return run_main(body, logger) or distill.main([
+        f"--data_dir={out}", f"--name={name}", f"--unlabeled={out / 'unlabeled.txt'}",
+        "--transfer=augmented,unlabeled,both", f"--models={args.models}", f"--recipe={args.recipe}"])
 
 
 if __name__ == "__main__":

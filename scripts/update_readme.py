@@ -58,7 +58,7 @@ def frontier(bench: dict, peers: dict | None) -> str:
 
 def seed_comparison(ckpt: Path) -> str | None:
     """Our SST-2 students next to the seed's table (None before `make distill` has run)."""
-    teacher = read(ckpt / "teacher" / "results.json")
+    teacher = read(ckpt / "teacher.results.json")
     if teacher is None:
         return None
 
@@ -70,13 +70,13 @@ def seed_comparison(ckpt: Path) -> str | None:
 
     lines = ["# SST-2 against the seed", "",
              "The seed: BERT-large teacher, GloVe 6B 300d, batch 1 on an NVIDIA V100, inputs padded to 100 tokens "
-             "(its published table; the BiLSTM row is Tang et al. 2019's). Ours: `make distill` (MiniLM-L6 teacher, "
+             "(its published table; the BiLSTM row is Tang et al. 2019's). Ours: `make distill` (the MiniLM-L6 teacher, "
              "GloVe 6B 50d), `evaluate.py --pad_to_n_ctx --num_threads=1` for the same padded timing on one CPU "
              "thread, and from the raw sentence.", "",
              "| model | seed gold % | ours gold % | seed distilled % | ours distilled % | seed ms (V100, padded) | "
              "ours ms (1 CPU thread, padded) | ours ms (from text) |", "| --- | --- | --- | --- | --- | --- | --- | --- |",
              f"| teacher | | | {SEED['teacher']['distill']:.2f} | {pct(teacher)} | {SEED['teacher']['ms']:.2f} | "
-             f"{ms(read(ckpt / 'teacher' / 'padded.results.json'))} | {ms(teacher)} |"]
+             f"{ms(read(ckpt / 'teacher.padded.results.json'))} | {ms(teacher)} |"]
     for m in STUDENT_KINDS:
         distill = read(ckpt / f"{m}-distill.pt.results.json")
         if distill is None:

@@ -78,3 +78,27 @@ def test_bench_on_random_weights(data_dir, tiny_transformer, tmp_path):
     assert "Speed-up over the PyTorch teacher" in table
     assert (out / "accuracy_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "onnx" / "bow" / "float" / "bow.npz").exists()
+
+
+def test_few_labels_split_keeps_a_seeded_subset_and_drops_the_rest_labels(data_dir, tmp_path, capsys):
+    import few_labels
+
+    out = tmp_path / "few"
+    assert few_labels.split(data_dir, out, 50, seed=42) == (50, 190)
+    train = (data_dir / "train.txt").read_text().splitlines()
+    kept = (out / "train.txt").read_text().splitlines()
+    unlabeled = (out / "unlabeled.txt").read_text().splitlines()
+    assert len(kept) == 50 and set(kept) <= set(train)
+    # every training sentence once: labeled in train.txt or, without its label, in unlabeled.txt
+    assert sorted([line.split("\t")[0] for line in kept] + unlabeled) == sorted(line.split("\t")[0] for line in train)
+    assert all("\t" not in line for line in unlabeled)
+    assert (out / "test.txt").read_bytes() == (data_dir / "test.txt").read_bytes()
+    mtime = (out / "train.txt").stat().st_mtime_ns
+    few_labels.split(data_dir, out, 50, seed=42)  # unchanged bytes are not rewritten (later stages stay done)
+    assert (out / "train.txt").stat().st_mtime_ns == mtime
+    import pytest
+
+    from util import UserError
+
+    with pytest.raises(UserError, match="--labeled must be between 1 and 239"):
+        few_labels.split(data_dir, out, 240, seed=42)
