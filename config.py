@@ -292,6 +292,7 @@ class Recipe:
     # the teacher's runtime for labeling (label.py --runtime): "auto" times PyTorch and ONNX Runtime
     # fp32/int8 on a sample and keeps the fastest that agrees with fp32 PyTorch on 99.5% of it
     label_runtime: str = "auto"
+    label_rescore_margin: float = 0.0  # label.py --rescore_margin: near-ties scored again in fp32 PyTorch
     latency_sample: int = 0  # the teacher's batch-1 latency over the first N test sentences (0: all of them)
     # what the students learn from: "augmented" (the training sentences and their augmentations),
     # "unlabeled" (the training sentences and the unlabeled text), "both"; None: "both" when
@@ -333,6 +334,9 @@ class Recipe:
             raise UserError(f"{where}: label_amp must be one of {list(AMP_CHOICES)}")
         if self.label_runtime not in ("auto", "pytorch", "onnxruntime", "onnxruntime-int8"):
             raise UserError(f"{where}: label_runtime must be auto, pytorch, onnxruntime or onnxruntime-int8")
+        if self.label_rescore_margin < 0 or (self.label_rescore_margin and self.label_runtime == "pytorch"):
+            raise UserError(f"{where}: label_rescore_margin must be >= 0, and is for a label_runtime other than "
+                            "\"pytorch\"")
         if self.label_runtime != "pytorch" and self.label_amp != "none":
             raise UserError(f"{where}: label_amp {self.label_amp!r} autocasts PyTorch; with label_runtime "
                             f"{self.label_runtime!r} set label_amp to \"none\" (or label_runtime to \"pytorch\")")

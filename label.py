@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime_sample", type=positive(int), default=2000,
                    help="--runtime: sentences of the training set the runtimes are timed and compared on")
     p.add_argument("--min_agreement", type=float, default=0.995, help="--runtime auto: the agreement required")
+    p.add_argument("--rescore_margin", type=float, default=0.0,
+                   help="with an ONNX Runtime teacher: score again in fp32 PyTorch the sentences whose top two "
+                        "logits lie closer than this (0: none)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
     p.add_argument("--num_threads", type=positive(int), help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=42)
@@ -71,8 +74,12 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError("--augmented_filename names the file --augmented scores: add --augmented")
     if args.runtime != "pytorch" and (args.teacher_logits or args.amp != "none"):
         raise UserError("--runtime runs the teacher on the CPU in fp32 or int8: not with --teacher_logits or --amp")
-    if args.runtime == "pytorch" and (args.runtime_sample != 2000 or args.min_agreement != 0.995):
-        raise UserError("--runtime_sample/--min_agreement are for --runtime auto|onnxruntime|onnxruntime-int8")
+    if args.runtime == "pytorch" and (args.runtime_sample != 2000 or args.min_agreement != 0.995
+                                      or args.rescore_margin):
+        raise UserError("--runtime_sample/--min_agreement/--rescore_margin are for --runtime "
+                        "auto|onnxruntime|onnxruntime-int8")
+    if args.rescore_margin < 0:
+        raise UserError(f"--rescore_margin must be >= 0, got {args.rescore_margin}")
 
 
 def word_tokenizer(student_config: str | None) -> WordTokenizer:
@@ -125,14 +132,20 @@ def run(args: argparse.Namespace, dist_ctx: DistContext) -> int:
                     (args.runtime,)
                 trials = choose_runtime(predictor, sample, args.batch_size, args.num_threads or 0,
                                         args.min_agreement if args.runtime == "auto" else 0.0, choosable)
-        scorer = TeacherScorer(predictor, columns, args.batch_size, amp_dtype(args.amp, device), dist_ctx)
+        scorer = TeacherScorer(predictor, columns, args.batch_size, amp_dtype(args.amp, device), dist_ctx,
+                               args.rescore_margin)
         weights = [f for f in sorted(Path(args.teacher).glob("*.safetensors"))] if Path(args.teacher).is_dir() else []
         extra = {"teacher": str(args.teacher), "weights": [[str(f), f.stat().st_size, f.stat().st_mtime_ns]
                                                            for f in weights],
-                 "batch_size": args.batch_size, "amp": args.amp, "runtime": predictor.runtime}
+                 "batch_size": args.batch_size, "amp": args.amp, "runtime": predictor.runtime,
+                 **({"rescore_margin": scorer.rescore_margin} if scorer.rescore_margin else {})}
     results = label(plan, output, labels, label_map, scorer, args.label_chunk, dist_ctx, extra)
     if results is None:
         return 0
+    if scorer is not None and scorer.rescore_margin:
+        logger.info("[Rescored] %d of %d sentences (top-two margin < %g) in fp32 PyTorch", scorer.rescored,
+                    scorer.scored, scorer.rescore_margin)
+        results["rescored_fp32"] = scorer.rescored
     results.update({"processes": dist_ctx.world_size, "runtime": extra.get("runtime"), "runtime_trials": trials,
                     "args": vars(args),
                     "versions": library_versions()})

@@ -136,10 +136,13 @@ class TeacherScorer:
     the length-sorted batches and rank 0 receives all rows (other ranks get None)."""
 
     def __init__(self, predictor: Predictor, columns: list[int], batch_size: int, amp: torch.dtype | None,
-                 dist_ctx: DistContext):
+                 dist_ctx: DistContext, rescore_margin: float = 0.0):
         self.predictor, self.columns, self.batch_size, self.amp, self.dist = (predictor, columns, batch_size, amp,
                                                                              dist_ctx)
-        self.pieces = self.scored = 0  # word pieces and sentences scored by this rank (for the log)
+        # with a runtime other than PyTorch: sentences whose top two logits lie closer than this
+        # are scored again by the fp32 PyTorch model (the near-ties are where int8 flips labels)
+        self.rescore_margin = rescore_margin if predictor.runtime != "pytorch" else 0.0
+        self.pieces = self.scored = self.rescored = 0  # by this rank (for the log)
 
     def __call__(self, sentences: list[str]) -> np.ndarray | None:
         ids = self.predictor.encode_batch(sentences)
@@ -151,6 +154,16 @@ class TeacherScorer:
         rows = (logits_for_batches(self.predictor.forward, ids, mine, self.predictor.pad_id, self.predictor.device,
                                    self.amp, progress=False).numpy() if mine else
                 np.zeros((0, len(self.columns)), dtype=np.float32))  # [len(indices), K]
+        if self.rescore_margin and len(rows):
+            top2 = np.sort(rows, axis=1)[:, -2:]  # [n, 2]
+            close = np.flatnonzero(top2[:, 1] - top2[:, 0] < self.rescore_margin)
+            if len(close):
+                picked = [int(indices[i]) for i in close]
+                again = length_sorted_batches([len(ids[i]) for i in picked], self.batch_size)
+                fp32 = logits_for_batches(self.predictor.model, [ids[i] for i in picked], again,
+                                          self.predictor.pad_id, self.predictor.device, progress=False).numpy()
+                rows[close[[i for batch in again for i in batch]]] = fp32
+                self.rescored += len(close)
         if self.dist.enabled:
             import torch.distributed as dist
 

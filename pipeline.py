@@ -173,11 +173,12 @@ def label_step(recipe: Recipe, data: Path, student_config: str, teacher: str | N
         return Step("label (scores from a file)", ["label.py", f"--teacher_logits={teacher_logits}", *common],
                     [Path(teacher_logits), Path(student_config), *splits], [data / "transfer.txt"])
     sources = (["--augmented"] if augmented else []) + ([f"--unlabeled={unlabeled}"] if unlabeled else [])
+    rescore = [f"--rescore_margin={recipe.label_rescore_margin:g}"] if recipe.label_rescore_margin else []
     inputs = [*(teacher_files or []), Path(student_config), *splits,
               *([data / "augmented.raw"] if augmented else []), *([Path(unlabeled)] if unlabeled else [])]
     return Step("label", ["label.py", f"--teacher={teacher}", *common, *sources,
                           f"--batch_size={recipe.label_batch_size}", f"--amp={recipe.label_amp}",
-                          f"--runtime={recipe.label_runtime}"],
+                          f"--runtime={recipe.label_runtime}", *rescore],
                 inputs, [data / "transfer.txt"])
 
 

@@ -64,6 +64,12 @@ def prepare(args: argparse.Namespace) -> dict:
 
     ckpt, work = Path(args.checkpoints), Path(args.onnx_dir) / args.model
     source = ckpt / "teacher" if args.model == "teacher" else ckpt / f"{args.model}-distill.pt"
+    recipe = ckpt / "recipe.json"
+    if args.model == "teacher" and not source.exists() and recipe.exists():
+        # a teacher brought as it is (make distill TEACHER=...) stays where the user keeps it
+        given = json.loads(recipe.read_text(encoding="utf-8"))["teacher"]
+        if given.get("kind") == "ready" and Path(given["source"]).exists():
+            source = Path(given["source"])
     weights = "trained"
     if not source.exists():
         weights = "random"
@@ -93,7 +99,7 @@ def prepare(args: argparse.Namespace) -> dict:
     predictor = Predictor.load(source)
     predictor.export_bundle(work / "float")
     predictor.export_bundle(work / "int8")
-    quantize_onnx(work / "float" / "model.onnx", work / "int8" / "model.onnx")
+    quantize_onnx(work / "float" / "model.onnx", work / "int8" / "model.onnx", per_channel=predictor.is_teacher)
     return {"source": str(source), "weights": weights, "bundle": str(work / "float"),
             "int8_bundle": str(work / "int8"), "has_numpy": (work / "float" / "bow.npz").exists()}
 

@@ -232,3 +232,9 @@ def test_labeling_runtime_is_chosen_by_speed_and_agreement(classifier, data_dir,
     torch_scores = np.array([r.scores for r in read_transfer(tmp_path / "torch.txt", 2)])
     np.testing.assert_allclose(ort, torch_scores, atol=1e-4, rtol=0)
     refused(capsys, label, [*base[:3], "--min_agreement=0.9"], "are for --runtime auto")
+    # int8, with every near-tie (here: every sentence) scored again in fp32 PyTorch: PyTorch's scores
+    assert label.main([*base, "--runtime=onnxruntime-int8", "--rescore_margin=1e9",
+                       f"--output={tmp_path / 'int8.txt'}"]) == 0
+    assert json.loads((tmp_path / "int8.txt.results.json").read_text())["rescored_fp32"] == len(torch_scores)
+    int8 = np.array([r.scores for r in read_transfer(tmp_path / "int8.txt", 2)])
+    np.testing.assert_allclose(int8, torch_scores, atol=1e-5, rtol=0)
