@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import random
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -332,29 +333,37 @@ class IdsData:
         """The id sequences at `indices`."""
         return [self.tokens[self.offsets[i]:self.offsets[i + 1]] for i in indices]
 
+    @classmethod
+    def from_seqs(cls, seqs: Sequence[Sequence[int]], labels: np.ndarray, scores: np.ndarray | None = None,
+                  sources: np.ndarray | None = None) -> "IdsData":
+        """Id sequences packed flat, with their per-line arrays."""
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+        offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        tokens = (np.concatenate([np.asarray(s, dtype=np.int32) for s in seqs]) if len(seqs) else
+                  np.zeros(0, dtype=np.int32))
+        return cls(tokens, offsets, labels, scores, sources)
+
     def subset(self, indices: np.ndarray) -> "IdsData":
         """The lines at `indices`, in that order."""
-        seqs = self.seqs(indices)
-        offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
-        np.cumsum([len(s) for s in seqs], out=offsets[1:])
-        tokens = np.concatenate(seqs) if seqs else np.zeros(0, dtype=np.int32)
-        return IdsData(tokens, offsets, self.labels[indices],
-                       None if self.scores is None else self.scores[indices],
-                       None if self.sources is None else self.sources[indices])
+        return IdsData.from_seqs(self.seqs(indices), self.labels[indices],
+                                 None if self.scores is None else self.scores[indices],
+                                 None if self.sources is None else self.sources[indices])
 
 
 class _IdsBuilder:
-    """Collects parsed lines into an IdsData (tokens in growing int32 chunks)."""
+    """Collects parsed lines into an IdsData: token ids in one growing int32 buffer (a few
+    bytes a token, not an object a line, so millions of lines fit)."""
 
     def __init__(self) -> None:
-        self.chunks: list[np.ndarray] = []
-        self.lengths: list[int] = []
-        self.labels: list[int] = []
+        self.tokens = array("i")
+        self.lengths = array("q")
+        self.labels = array("q")
         self.scores: list[list[float]] = []
         self.sources: list[str] = []
 
     def add(self, seq: list[int], label: int, scores: list[float] | None = None, source: str | None = None) -> None:
-        self.chunks.append(np.asarray(seq, dtype=np.int32))
+        self.tokens.extend(seq)
         self.lengths.append(len(seq))
         self.labels.append(label)
         if scores is not None:
@@ -364,10 +373,10 @@ class _IdsBuilder:
 
     def build(self, num_labels: int, soft: bool) -> IdsData:
         offsets = np.zeros(len(self.lengths) + 1, dtype=np.int64)
-        np.cumsum(self.lengths, out=offsets[1:])
-        tokens = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.int32)
+        np.cumsum(np.frombuffer(self.lengths, dtype=np.int64), out=offsets[1:])
         scores = np.asarray(self.scores, dtype=np.float32).reshape(-1, num_labels) if soft else None
-        return IdsData(tokens, offsets, np.asarray(self.labels, dtype=np.int64), scores,
+        return IdsData(np.frombuffer(self.tokens, dtype=np.int32).copy(), offsets,
+                       np.frombuffer(self.labels, dtype=np.int64).copy(), scores,
                        np.asarray(self.sources) if soft else None)
 
 

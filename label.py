@@ -134,7 +134,7 @@ def run(args: argparse.Namespace, dist_ctx: DistContext) -> int:
                                         args.min_agreement if args.runtime == "auto" else 0.0, choosable)
         scorer = TeacherScorer(predictor, columns, args.batch_size, amp_dtype(args.amp, device), dist_ctx,
                                args.rescore_margin)
-        weights = [f for f in sorted(Path(args.teacher).glob("*.safetensors"))] if Path(args.teacher).is_dir() else []
+        weights = sorted(Path(args.teacher).glob("*.safetensors")) if Path(args.teacher).is_dir() else []
         extra = {"teacher": str(args.teacher), "weights": [[str(f), f.stat().st_size, f.stat().st_mtime_ns]
                                                            for f in weights],
                  "batch_size": args.batch_size, "amp": args.amp, "runtime": predictor.runtime,

@@ -35,7 +35,7 @@ from dataset import (
     read_teacher_scores,
     transfer_line,
 )
-from inference import Predictor, export_onnx, logits_for_batches, predict_logits, quantize_onnx, session_forward
+from inference import Predictor, logits_for_batches, predict_logits, session_forward
 from runtime import OrtSession, WordTokenizer, length_sorted_batches
 from util import DistContext, UserError, atomic_write_text
 
@@ -202,12 +202,8 @@ def choose_runtime(predictor: Predictor, sentences: list[str], batch_size: int, 
     trials = [{"runtime": "pytorch", "sentences_per_s": rate, "agreement": 1.0, "max_abs_logit_diff": 0.0}]
     sessions = {}
     with tempfile.TemporaryDirectory() as tmp:
-        fp32, int8 = Path(tmp) / "teacher.onnx", Path(tmp) / "teacher.int8.onnx"
-        export_onnx(predictor.model, fp32, torch.tensor(predictor.encode_batch(["a fine example sentence"])))
-        predictor.model.to(predictor.device)
-        if "onnxruntime-int8" in choosable:
-            quantize_onnx(fp32, int8, per_channel=True)
-        for runtime, path in (("onnxruntime", fp32), ("onnxruntime-int8", int8)):
+        paths = predictor.export_onnx(Path(tmp) / "teacher.onnx", quantize="onnxruntime-int8" in choosable)
+        for runtime, path in zip(("onnxruntime", "onnxruntime-int8"), paths):
             if runtime not in choosable:
                 continue
             sessions[runtime] = session_forward(OrtSession(path, num_threads))  # the model is read into memory

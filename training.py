@@ -373,11 +373,8 @@ class StudentTask(Task):
 
 def with_features(data: IdsData, features: Callable[[Sequence[int]], list[int]]) -> IdsData:
     """`data` with each word-id sequence replaced by the model's features of it."""
-    seqs = [features(seq.tolist()) for seq in data.seqs(range(len(data)))]
-    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
-    np.cumsum([len(s) for s in seqs], out=offsets[1:])
-    tokens = np.fromiter((t for s in seqs for t in s), dtype=np.int32, count=int(offsets[-1]))
-    return IdsData(tokens, offsets, data.labels, data.scores, data.sources)
+    return IdsData.from_seqs([features(seq.tolist()) for seq in data.seqs(range(len(data)))], data.labels,
+                             data.scores, data.sources)
 
 
 def steps_per_epoch(n_examples: int, batch_size: int, world: int) -> int:
