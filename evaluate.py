@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -29,8 +28,8 @@ from cli import common_parser
 from config import Config, config_to_dict, load_config
 from dataset import data_labels, label_ids, pad_batch, parse_label_map, read_examples, teacher_columns
 from inference import Predictor, describe, predict_logits
-from util import (DistContext, UserError, amp_dtype, init_distributed, library_versions, non_negative, positive,
-                  resolve_device, run_in_group, run_main, set_seed, set_threads, write_json)
+from util import (DistContext, UserError, amp_dtype, exit_stage, init_distributed, library_versions, non_negative,
+                  positive, resolve_device, run_in_group, run_main, set_seed, set_threads, write_json)
 
 logger = logging.getLogger(__name__)
 
@@ -256,4 +255,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_stage(main())

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 from config import load_config
 from dataset import data_labels, parse_label_map, teacher_columns
 from runtime import WordTokenizer
-from util import (DistContext, UserError, amp_dtype, init_distributed, library_versions, positive, resolve_device,
-                  run_in_group, run_main, set_seed, set_threads, write_json)
+from util import (DistContext, UserError, amp_dtype, exit_stage, init_distributed, library_versions, positive,
+                  resolve_device, run_in_group, run_main, set_seed, set_threads, write_json)
 
 logger = logging.getLogger(__name__)
 
@@ -168,4 +167,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_stage(main())

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +48,8 @@ from training import (
     resume_payload,
     steps_per_epoch,
 )
-from util import (DistContext, UserError, amp_dtype, barrier, bounded, init_distributed, library_versions, non_negative,
-                  positive, resolve_device, run_in_group, run_main, set_seed, set_threads, write_json)
+from util import (DistContext, UserError, amp_dtype, barrier, bounded, exit_stage, init_distributed, library_versions,
+                  non_negative, positive, resolve_device, run_in_group, run_main, set_seed, set_threads, write_json)
 
 logger = logging.getLogger(__name__)
 
@@ -337,4 +336,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_stage(main())

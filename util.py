@@ -18,6 +18,7 @@ import logging
 import os
 import platform
 import random
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,24 @@ def run_in_group(ctx: DistContext, run: Callable[[], int]) -> int:
                 if succeeded:
                     dist.barrier()
                 dist.destroy_process_group()
+
+
+def exit_stage(code: int) -> None:
+    """End a stage script's process with `code` (its `if __name__ == "__main__"` line).
+
+    A torchrun worker (WORLD_SIZE > 1) has left its process group in `run_in_group` by now;
+    it flushes logging, stdout and stderr and ends with `os._exit`, skipping the interpreter's
+    teardown. In that teardown a 2-process gloo run was seen to abort now and then (SIGABRT,
+    `terminate called without an active exception`, exit -6) after writing correct output,
+    which torchrun reports as a failed job: gloo's C++ threads can still hold tensors when
+    Python shuts down (pytorch/pytorch#179291). Every output is written and closed before
+    `main` returns, so nothing is lost. A plain run exits the usual way."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def amp_dtype(name: str, device: torch.device) -> torch.dtype | None:

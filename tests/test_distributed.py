@@ -89,7 +89,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from config import config_from_dict
 from model import build_student
-from util import init_distributed
+from util import exit_stage, init_distributed
 
 ctx = init_distributed("cpu")
 torch.manual_seed(0)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
@@ -105,6 +105,7 @@ for step in spec["steps"]:
 torch.save({"rank": ctx.rank, "world": ctx.world_size, "weights": model.state_dict()},
            Path(spec["out"]) / f"rank{ctx.rank}.pt")
 dist.destroy_process_group()
+exit_stage(0)
 '''
 
 
@@ -151,3 +152,30 @@ def test_ddp_step_averages_gradients_exactly(tmp_path):
         torch.testing.assert_close(ranks[0]["weights"][key], value, atol=1e-6, rtol=1e-5)
     # the steps moved the weights (the comparison above is not between two copies of the start)
     assert not torch.allclose(initial["cnn.convs.0.weight"], model.state_dict()["cnn.convs.0.weight"])
+
+
+EXIT_SCRIPT = '''
+import logging, sys
+sys.path.insert(0, sys.argv[1])
+from util import exit_stage
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+logging.getLogger("stage").info("logged before the exit")
+sys.stdout.write("written without a newline")  # a pipe buffers it: os._exit alone would lose it
+exit_stage(3)
+'''
+
+
+def test_a_torchrun_worker_exits_with_its_code_and_its_output(tmp_path):
+    """exit_stage ends a worker (WORLD_SIZE > 1) through os._exit, after flushing; a plain run
+    exits the usual way. Both keep the exit code and every line written before it."""
+    script = tmp_path / "exit.py"
+    script.write_text(EXIT_SCRIPT)
+    for world in ("2", "1"):
+        # stdout buffered, as in a service or CI (PYTHONUNBUFFERED would hide a missing flush)
+        env = {**{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}, "WORLD_SIZE": world}
+        result = subprocess.run([sys.executable, str(script), str(ROOT)], capture_output=True, text=True, env=env,
+                                timeout=60)
+        assert result.returncode == 3, world
+        assert result.stdout == "written without a newline", world
+        assert "logged before the exit" in result.stderr, world
