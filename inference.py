@@ -176,11 +176,17 @@ class Predictor:
         """A directory that `runtime.Bundle.load` serves without torch: `bundle.json` (labels,
         tokenization, backends), `model.onnx`, and for a student `vocab.txt` (a bag of n-grams
         also `bow.npz`, its table, for the numpy-only backend), for a teacher its
-        `tokenizer.json`; plus a copy of `runtime.py`, the bundle's code."""
+        `tokenizer.json`; plus a copy of `runtime.py`, the bundle's code. A bag of n-grams is
+        exported with only the n-gram rows training reached (`buckets.npy` lists them)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         c = self.config
-        export_onnx(self.model, out / "model.onnx", torch.tensor(self.encode_batch(["a fine example sentence"])))
+        model, ids, kept = self.model, self.ids, None
+        if isinstance(model, GloveBow):  # only the n-gram rows in use (GloveBow.without_unused_buckets)
+            model, kept = model.without_unused_buckets()
+            ids = WordIds(self.vocab, self.ids.tokenizer, self.ids.n_ctx, self.ids.unk_id, self.ids.ngrams,
+                          self.ids.buckets, kept.tolist())
+        export_onnx(model, out / "model.onnx", torch.tensor(ids.encode_batch(["a fine example sentence"])))
         self.model.to(self.device)
         meta: dict[str, Any] = {"format": BUNDLE_FORMAT, "labels": self.labels, "lowercase": self.lowercase,
                                 "n_ctx": c.n_ctx, "pad_id": self.pad_id, "source": self.path,
@@ -193,9 +199,12 @@ class Predictor:
         else:
             meta.update(tokenizer=c.tokenizer, unk_id=c.unk_token_id, ngrams=self.ids.ngrams, buckets=self.ids.buckets)
             atomic_write_text(out / "vocab.txt", "".join(f"{t}\n" for t in self.vocab))
-        if isinstance(self.model, GloveBow):
+        if isinstance(model, GloveBow):
             with atomic_path(out / "bow.npz") as tmp, open(tmp, "wb") as f:
-                np.savez(f, **bow_tables(self.model))
+                np.savez(f, **bow_tables(model))
+            with atomic_path(out / "buckets.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, kept.numpy().astype(np.int64))  # [k], ascending
+            meta["kept_buckets"] = "buckets.npy"
             backends.insert(0, "numpy")
         meta.update(backend=backends[0], backends=backends)
         atomic_write_text(out / "bundle.json", json.dumps(meta, indent=2) + "\n")

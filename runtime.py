@@ -9,9 +9,10 @@ teacher's word pieces), onnxruntime and openvino are imported when they are used
 It is also the only code file of a **bundle** (`Predictor.export_bundle`, `predict.py
 --export_bundle`): a directory with `bundle.json` (labels, tokenization, backend), the model
 (`model.onnx`, or a bag of n-grams' `bow.npz` for the numpy backend), and the vocabulary
-(`vocab.txt`) or the teacher's `tokenizer.json`. `Bundle.load(dir)` imports the bundle's own
-copy of this file by path, under a module name of its own, so bundles of different versions
-live side by side in one process and nothing on `sys.path` is shadowed:
+(`vocab.txt`; a bag of n-grams adds `buckets.npy`, the n-gram buckets its table keeps) or the
+teacher's `tokenizer.json`. `Bundle.load(dir)` imports the bundle's own copy of this file by
+path, under a module name of its own, so bundles of different versions live side by side in
+one process and nothing on `sys.path` is shadowed:
 
     import importlib.util                      # in a service, without the checkout:
     spec = importlib.util.spec_from_file_location("sst2_bundle", "bundle/runtime.py")
@@ -182,10 +183,14 @@ class WordIds:
     words (`ngram_features`)."""
 
     def __init__(self, vocab: Sequence[str], tokenizer: WordTokenizer, n_ctx: int, unk_id: int = 1,
-                 ngrams: int = 1, buckets: int = 0):
+                 ngrams: int = 1, buckets: int = 0, kept_buckets: Sequence[int] | None = None):
         self.index = {t: i for i, t in enumerate(vocab)}
         self.tokenizer, self.n_ctx, self.unk_id = tokenizer, n_ctx, unk_id
         self.ngrams, self.buckets, self.vocab_size = ngrams, buckets, len(vocab)
+        # a bundle's bag of n-grams keeps only the buckets training reached (`kept_buckets`,
+        # ascending; model.GloveBow.without_unused_buckets): bucket kept_buckets[i] is row
+        # vocab_size + i, and every other bucket the zero row after them
+        self.bucket_rows = None if kept_buckets is None else {int(b): i for i, b in enumerate(kept_buckets)}
 
     def word_ids(self, sentence: str) -> list[int]:
         """The sentence's vocabulary ids, truncated to n_ctx (at least one)."""
@@ -196,7 +201,11 @@ class WordIds:
         """What the model reads for these word ids (the ids themselves, or with n-grams)."""
         if self.ngrams <= 1:
             return list(word_ids)
-        return ngram_features(word_ids, self.ngrams, self.buckets, self.vocab_size)
+        features = ngram_features(word_ids, self.ngrams, self.buckets, self.vocab_size)
+        if self.bucket_rows is None:
+            return features
+        v, rows, unseen = self.vocab_size, self.bucket_rows, len(self.bucket_rows)
+        return features[: len(word_ids)] + [v + rows.get(f - v, unseen) for f in features[len(word_ids):]]
 
     def encode(self, sentence: str) -> list[int]:
         """One sentence's input ids."""
@@ -387,8 +396,9 @@ class Bundle:
             self.ids = SubwordIds.from_file(path / "tokenizer.json", meta["lowercase"], meta["n_ctx"], self.pad_id)
         else:
             vocab = (path / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+            kept = np.load(path / meta["kept_buckets"], allow_pickle=False) if meta.get("kept_buckets") else None
             self.ids = WordIds(vocab, WordTokenizer(meta["tokenizer"], meta["lowercase"]), meta["n_ctx"],
-                               meta["unk_id"], meta.get("ngrams", 1), meta.get("buckets", 0))
+                               meta["unk_id"], meta.get("ngrams", 1), meta.get("buckets", 0), kept)
         filename, opener = BACKENDS[backend]
         self.model = opener(path / filename, num_threads)
 

@@ -72,12 +72,37 @@ def test_student_bundle_gives_the_torch_path_logits(enc_class, tmp_path):
     assert [p.label for p in bundle.predict(HARD)] == [p.label for p in predictor.predict(HARD)]
     assert bundle.predict_label(HARD[0]) == predictor.predict(HARD[:1])[0].label
     files = sorted(p.name for p in out.iterdir())
-    numpy_files = ["bow.npz"] if enc_class in ("bow", "dan") else []
+    numpy_files = ["bow.npz", "buckets.npy"] if enc_class in ("bow", "dan") else []
     assert files == sorted(["bundle.json", "model.onnx", "runtime.py", "vocab.txt", *numpy_files])
     assert bundle.backend == ("numpy" if numpy_files else "onnxruntime")
     if not numpy_files:
         with pytest.raises(ValueError, match="no 'numpy' backend"):
             Bundle.load(out, backend="numpy")
+
+
+@pytest.mark.parametrize("enc_class", ["bow", "dan"])
+def test_bag_bundle_keeps_only_the_buckets_training_reached(enc_class, tmp_path):
+    """A bag of n-grams ships the n-gram rows that are not zero and one zero row for the rest:
+    the same logits as the full table, from a smaller one."""
+    path = random_student(tmp_path, enc_class)
+    checkpoint = torch.load(path, weights_only=True)
+    weight = checkpoint["model"]["embedding.weight"]  # [V + 97, E]
+    words = weight.size(0) - 97
+    weight[words::2] = 0  # every other bucket never reached in training
+    torch.save(checkpoint, path)
+    predictor = Predictor.load(path)
+    out = predictor.export_bundle(tmp_path / "bundle")
+    kept = np.load(out / "buckets.npy")
+    np.testing.assert_array_equal(kept, np.arange(1, 97, 2))
+    table = np.load(out / "bow.npz")["table"]
+    assert table.shape[0] == words + len(kept) + 1
+    # the sentences reach kept buckets and dropped ones (which read the zero row)
+    features = [f for ids in Bundle.load(out).encode_batch(HARD) for f in ids if f >= words]
+    assert words + len(kept) in features and any(f < words + len(kept) for f in features)
+    expected = predictor.logits(HARD).numpy()
+    for backend in ("numpy", "onnxruntime"):
+        served = Bundle.load(out, backend=backend)
+        np.testing.assert_allclose(served.logits(HARD), expected, atol=1e-5, rtol=0, err_msg=backend)
 
 
 @pytest.mark.parametrize("head", ["mean", "hf"])
