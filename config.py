@@ -30,6 +30,9 @@ GLOVE_FAMILY = "glove"
 # the teacher is saved as a `*ForSequenceClassification` directory that `transformers` loads).
 TEACHER_HEADS = ("cls", "mean", "hf")
 AMP_CHOICES = ("none", "bf16", "fp16")
+# the teacher's runtimes for labeling (label.py --runtime, recipe label_runtime); auto: the
+# fastest of the others that agrees with fp32 PyTorch
+LABEL_RUNTIMES = ("auto", "pytorch", "onnxruntime", "onnxruntime-int8")
 CRITERIA = ("CrossEntropyLoss", "MSELoss", "KLDivLoss")
 
 
@@ -332,8 +335,8 @@ class Recipe:
                 raise UserError(f"{where}: {key} must be positive, got {value}")
         if self.label_amp not in AMP_CHOICES:
             raise UserError(f"{where}: label_amp must be one of {list(AMP_CHOICES)}")
-        if self.label_runtime not in ("auto", "pytorch", "onnxruntime", "onnxruntime-int8"):
-            raise UserError(f"{where}: label_runtime must be auto, pytorch, onnxruntime or onnxruntime-int8")
+        if self.label_runtime not in LABEL_RUNTIMES:
+            raise UserError(f"{where}: label_runtime must be one of {list(LABEL_RUNTIMES)}")
         if self.label_rescore_margin < 0 or (self.label_rescore_margin and self.label_runtime == "pytorch"):
             raise UserError(f"{where}: label_rescore_margin must be >= 0, and is for a label_runtime other than "
                             "\"pytorch\"")

@@ -144,7 +144,8 @@ def evaluate_test(args: argparse.Namespace, predictor: Predictor, device: torch.
                 predictor.runtime)
     return {"accuracy": correct / total, "correct": correct, "total": total, **extra, "elapsed_ms": elapsed_ms,
             "ms_per_example": elapsed_ms / timed_n, "timed_sentences": timed_n, "timed": timed, "batch_size": bs,
-            "threads": torch.get_num_threads(), "device": str(device), "amp": args.amp, **agreement, "predictions": predicted.tolist(),
+            "threads": torch.get_num_threads(), "device": str(device), "amp": args.amp, **agreement,
+            "predictions": predicted.tolist(),
             **describe(predictor)}
 
 

@@ -22,7 +22,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from config import load_config
+from config import LABEL_RUNTIMES, load_config
 from dataset import data_labels, parse_label_map, teacher_columns
 from runtime import WordTokenizer
 from util import (DistContext, UserError, amp_dtype, exit_stage, init_distributed, library_versions, positive,
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label_chunk", type=positive(int), default=20000,
                    help="sentences scored between two saves of the resumable output")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast dtype for the teacher")
-    p.add_argument("--runtime", choices=("auto", "pytorch", "onnxruntime", "onnxruntime-int8"), default="pytorch",
+    p.add_argument("--runtime", choices=LABEL_RUNTIMES, default="pytorch",
                    help="the teacher's runtime on the CPU; auto: time each on a sample of the transfer set and use "
                         "the fastest whose argmax agrees with fp32 PyTorch on --min_agreement of it")
     p.add_argument("--runtime_sample", type=positive(int), default=2000,
@@ -127,8 +127,7 @@ def run(args: argparse.Namespace, dist_ctx: DistContext) -> int:
             else:
                 sample = [e.sentence for e in read_examples(plan.train)[: args.runtime_sample]]
                 # auto: the fastest that agrees; a runtime named: that one, its agreement logged
-                choosable = ("pytorch", "onnxruntime", "onnxruntime-int8") if args.runtime == "auto" else \
-                    (args.runtime,)
+                choosable = LABEL_RUNTIMES[1:] if args.runtime == "auto" else (args.runtime,)
                 trials = choose_runtime(predictor, sample, args.batch_size, args.num_threads or 0,
                                         args.min_agreement if args.runtime == "auto" else 0.0, choosable)
         scorer = TeacherScorer(predictor, columns, args.batch_size, amp_dtype(args.amp, device), dist_ctx,

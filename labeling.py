@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from config import LABEL_RUNTIMES
 from dataset import (
     read_examples,
     read_sentences,
@@ -176,9 +177,6 @@ class TeacherScorer:
         out = np.empty((len(sentences), rows.shape[1]), dtype=np.float32)
         out[indices] = rows
         return out[:, self.columns]  # [n, K] in the data's label order
-
-
-LABEL_RUNTIMES = ("auto", "pytorch", "onnxruntime", "onnxruntime-int8")
 
 
 def choose_runtime(predictor: Predictor, sentences: list[str], batch_size: int, num_threads: int,

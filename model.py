@@ -323,10 +323,10 @@ class GloveBow(GloveStudent):
         words = weight.size(0) - self.config.bow.buckets
         kept = torch.nonzero(weight[words:].ne(0).any(1)).flatten()  # [k]
         rows = torch.cat([weight[:words], weight[words:][kept], weight.new_zeros(1, weight.size(1))])
-        pruned = copy.deepcopy(self)
-        pruned.embedding = nn.Embedding(rows.size(0), rows.size(1), padding_idx=self.embedding.padding_idx,
-                                        _weight=rows.clone(), _freeze=True)
-        return pruned, kept
+        table = nn.Embedding(rows.size(0), rows.size(1), padding_idx=self.embedding.padding_idx, _weight=rows,
+                             _freeze=True)
+        # the copy takes the new table in place of the old one, which is never copied
+        return copy.deepcopy(self, memo={id(self.embedding): table}), kept
 
 
 STUDENTS: dict[str, type[GloveStudent]] = {
