@@ -25,7 +25,7 @@ DISTILL_ARGS := $(if $(DATA),--data_dir=$(DATA)) $(if $(TEACHER),--teacher=$(TEA
 	$(if $(UNLABELED),--unlabeled=$(UNLABELED)) $(if $(LABEL_MAP),--label_map=$(LABEL_MAP)) \
 	$(if $(TRANSFER),--transfer=$(TRANSFER)) $(if $(RECIPE),--recipe=$(RECIPE))
 
-.PHONY: setup data embeddings test demo distill few-labels ablation bench peers raw-text gpu-check clean
+.PHONY: setup data embeddings test test-fast demo distill few-labels ablation bench peers raw-text gpu-check clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ embeddings: embeddings/glove.6B.50d.txt embeddings/all-MiniLM-L6-v2/config.json
 
 test: setup
 	$(PY) -m pytest -q -rs tests
+
+# The suite without the tests marked slow (whole-pipeline, torchrun and bench runs): under a minute on 2 cores.
+test-fast: setup
+	$(PY) -m pytest -q -rs -m "not slow" tests
 
 # The whole loop on a 3,000-sentence subset of SST-2: minutes, prints results/sst2-demo.md.
 demo: setup data embeddings

@@ -33,13 +33,13 @@ import torch
 import torch.nn as nn
 
 from config import STUDENT_ONLY_KEYS, Config, config_from_dict, config_to_dict
-from dataset import tokenizer_lowercases
 from model import GloveStudent, SequenceClassifier, TransformerClassifier, build_student
-from util import UserError, atomic_path, current_umask, read_json, write_json
+from teachers import (CHECKPOINT_FORMAT, TEACHER_META, is_teacher, load_hf_tokenizer, read_teacher_meta,
+                      tokenizer_lowercases)
+from util import UserError, atomic_path, current_umask, write_json
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "distil-glove/1"
 
 
 def _torch_load(path: Path, what: str) -> Any:
@@ -112,47 +112,6 @@ def load_student(path: str | Path, device: torch.device | str = "cpu") -> Studen
 # Teachers
 # ---------------------------------------------------------------------------
 
-TEACHER_META = "distil_config.json"
-
-
-def hf_architectures(path: str | Path) -> list[str]:
-    """The `architectures` a Hugging Face model directory (or hub name) declares."""
-    from transformers import AutoConfig
-
-    path = str(path)
-    if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
-        raise UserError(f"{path}: not a Hugging Face model directory (no config.json)")
-    if Path(path).is_file():
-        raise UserError(f"{path}: is a file; a teacher is a Hugging Face model directory or hub name")
-    try:
-        return list(AutoConfig.from_pretrained(path).architectures or [])
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read a Hugging Face model config: {str(e).splitlines()[0]}") from e
-
-
-def is_teacher(path: str | Path) -> bool:
-    """Whether `path` is a ready teacher (a directory from train.py, or any Hugging Face
-    `*ForSequenceClassification` model), rather than an encoder to fine-tune first."""
-    if (Path(path) / TEACHER_META).is_file():
-        return True
-    return any(a.endswith("ForSequenceClassification") for a in hf_architectures(path))
-
-
-def teacher_labels(path: str | Path) -> list[str]:
-    """A ready teacher's labels in its own logit order, read without loading its weights
-    (our record, or the classifier's `id2label`)."""
-    meta_path = Path(path) / TEACHER_META
-    if meta_path.is_file():
-        return [str(x) for x in read_teacher_meta(path)["labels"]]
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(str(path))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read a Hugging Face model config: {str(e).splitlines()[0]}") from e
-    return [str(config.id2label[i]) for i in range(config.num_labels)]
-
-
 def save_teacher(out_dir: str | Path, model: TransformerClassifier | SequenceClassifier, config: Config,
                  tokenizer: Any, labels: list[str], lowercase: bool, state: dict | None = None) -> None:
     """Write a teacher directory; the weights last, so their presence marks a complete save.
@@ -192,36 +151,13 @@ def save_teacher(out_dir: str | Path, model: TransformerClassifier | SequenceCla
 class TeacherCheckpoint:
     """A loaded teacher: `model(ids, lengths)` gives logits in the order of `labels` (the
     teacher's own, e.g. a classifier's `id2label`; map them to a data set's labels by name
-    with `dataset.teacher_columns`)."""
+    with `teachers.teacher_columns`)."""
 
     model: TransformerClassifier | SequenceClassifier
     config: Config
     tokenizer: Any
     labels: list[str]
     lowercase: bool
-
-
-def load_hf_tokenizer(path: str | Path) -> Any:
-    """A Hugging Face tokenizer from a local model directory (or a hub name when online)."""
-    from transformers import AutoTokenizer
-
-    path = str(path)
-    if Path(path).is_dir() and not any((Path(path) / f).exists() for f in ("tokenizer.json", "vocab.txt",
-                                                                           "tokenizer_config.json")):
-        raise UserError(f"{path}: not a Hugging Face model directory (no tokenizer files)")
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot load a tokenizer: {str(e).splitlines()[0]}") from e
-
-
-def read_teacher_meta(out_dir: str | Path) -> dict:
-    """A teacher directory's `distil_config.json` (config, labels, lower-casing, mask token)."""
-    meta_path = Path(out_dir) / TEACHER_META
-    meta = read_json(meta_path)
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{meta_path}: not a distil-glove teacher description")
-    return meta
 
 
 def load_teacher(path: str | Path, device: torch.device | str = "cpu") -> TeacherCheckpoint:

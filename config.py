@@ -34,6 +34,10 @@ AMP_CHOICES = ("none", "bf16", "fp16")
 # fastest of the others that agrees with fp32 PyTorch
 LABEL_RUNTIMES = ("auto", "pytorch", "onnxruntime", "onnxruntime-int8")
 CRITERIA = ("CrossEntropyLoss", "MSELoss", "KLDivLoss")
+# train.py --alpha auto: the gold-label weights tried, each a full run, the best on valid kept
+GOLD_MIX_ALPHAS = (0.0, 0.5)
+# ... when the transfer set's chosen lines number fewer than this (train.py --gold_mix_below)
+GOLD_MIX_BELOW = 50_000
 
 
 @dataclass(frozen=True)
@@ -224,7 +228,7 @@ class TrainConfig:
     """`train.py`'s settings, parsed from its flags once (see train.py's --help)."""
 
     lr: float
-    epoch: int
+    epochs: int
     batch_size: int
     eval_batch_size: int = 256
     use_transformers_optimizer: bool = False
@@ -237,16 +241,25 @@ class TrainConfig:
     criterion: str = "CrossEntropyLoss"
     temperature: float = 1.0
     alpha: float = 0.0
+    alpha_auto: bool = False  # choose alpha on valid among GOLD_MIX_ALPHAS below gold_mix_below lines
+    gold_mix_below: int = GOLD_MIX_BELOW
     measure: str = "accuracy"
-    augmented: bool = False
-    augmented_filename: str | None = None
-    transfer: str = "both"  # with augmented: the transfer set's sources to learn from (dataset.TRANSFER_CHOICES)
+    distill: bool = False  # a student learning the teacher's scores in the transfer set
+    transfer_file: str | None = None  # with distill: the transfer set's file in the data directory
+    transfer: str = "both"  # with distill: the transfer set's sources to learn from (dataset.TRANSFER_CHOICES)
     optimizer: str = "adamw"  # or "sgd" (fastText's training)
     seed: int = 42
     amp: str = "none"
     save_steps: int = 0
     resume: bool = False
     train_limit: int = 0
+    # The budget (training.Budget): at least `min_steps` optimizer steps, however small the
+    # training set (epochs are added); validation every `eval_steps` steps (0: after every
+    # epoch); stop once valid has not improved for `patience_steps` steps (0: `patience`
+    # validations, the seed's epochs).
+    min_steps: int = 0
+    eval_steps: int = 0
+    patience_steps: int = 0
 
 
 @dataclass
@@ -277,6 +290,15 @@ class StudentRecipe:
     set: list[str] = field(default_factory=list)  # config overrides for training (train.py --set)
     optimizer: str = "adamw"  # train.py --optimizer: adamw (linear schedule, no weight decay) or sgd
     seeds: int = 1  # runs with seeds 42, 43, ...: the table gives their mean and standard deviation
+    # the budget, for the distilled run and its gold twin alike (train.py --min_steps,
+    # --eval_steps, --patience_steps; training.Budget)
+    min_steps: int = 0
+    eval_steps: int = 0
+    patience_steps: int = 0
+    # the weight of gold labels in the distilled run's loss (train.py --alpha); null: chosen on
+    # valid among GOLD_MIX_ALPHAS when the transfer set has fewer than the recipe's
+    # gold_mix_below lines with gold labels among them, else 0
+    alpha: float | None = None
 
 
 @dataclass
@@ -297,6 +319,8 @@ class Recipe:
     label_runtime: str = "auto"
     label_rescore_margin: float = 0.0  # label.py --rescore_margin: near-ties scored again in fp32 PyTorch
     latency_sample: int = 0  # the teacher's batch-1 latency over the first N test sentences (0: all of them)
+    # students whose alpha is null mix gold labels in (chosen on valid) below this transfer-set size
+    gold_mix_below: int = GOLD_MIX_BELOW
     # what the students learn from: "augmented" (the training sentences and their augmentations),
     # "unlabeled" (the training sentences and the unlabeled text), "both"; None: "both" when
     # unlabeled text is given, else "augmented"
@@ -310,7 +334,8 @@ class Recipe:
         for name in self.models:
             if name not in self.students:
                 raise UserError(f"{where}: models lists {name!r} but students has no entry for it")
-        counts = {"train_subset": self.train_subset, "n_iter": self.n_iter, "latency_sample": self.latency_sample}
+        counts = {"train_subset": self.train_subset, "n_iter": self.n_iter, "latency_sample": self.latency_sample,
+                  "gold_mix_below": self.gold_mix_below}
         for key, value in counts.items():
             if value < 0:
                 raise UserError(f"{where}: {key} must be >= 0, got {value}")
@@ -321,6 +346,14 @@ class Recipe:
                               f"students.{name}.batch_size": s.batch_size})
             if s.gold_epochs < 0:
                 raise UserError(f"{where}: students.{name}.gold_epochs must be >= 0")
+            for key in ("min_steps", "eval_steps", "patience_steps"):
+                if getattr(s, key) < 0:
+                    raise UserError(f"{where}: students.{name}.{key} must be >= 0")
+            if s.patience_steps and not s.eval_steps:
+                raise UserError(f"{where}: students.{name}.patience_steps counts steps between validations: set "
+                                "eval_steps")
+            if s.alpha is not None and not 0.0 <= s.alpha <= 1.0:
+                raise UserError(f"{where}: students.{name}.alpha must be in [0, 1] or null")
             if s.amp not in AMP_CHOICES:
                 raise UserError(f"{where}: students.{name}.amp must be one of {list(AMP_CHOICES)}")
             if s.criterion not in CRITERIA:

@@ -16,22 +16,31 @@ are accepted on reading):
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import random
+import sys
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 
-from runtime import pad_ids
+from teachers import teacher_columns
 from util import UserError, atomic_path, read_json, require_file
 
 logger = logging.getLogger(__name__)
+
+STDIN = "-"  # the path that reads standard input
+# augment_data.py's output in a data directory, which label.py --augmentations scores.
+AUGMENTED_FILE = "augmented.raw"
+# The transfer set label.py writes, which preprocess.py and train.py read with --distill.
+TRANSFER_FILE = "transfer.txt"
+# The seed's name for it (`cp augmented.raw.pred augmented.txt`), read with --augmented.
+SEED_TRANSFER_FILE = "augmented.txt"
 
 
 @dataclass
@@ -43,11 +52,19 @@ class Example:
     lineno: int
 
 
+def _stdin_bytes() -> Iterable[bytes]:
+    """Standard input as lines of bytes (decoded, and errors named, as a file's are)."""
+    buffer = getattr(sys.stdin, "buffer", None)  # None: a text stream put in its place
+    return buffer if buffer is not None else (line.encode("utf-8") for line in sys.stdin)
+
+
 def _read_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
-    """Yield (line number, line without its ending) of a UTF-8 text file; blank lines skipped."""
-    require_file(path, what)
+    """Yield (line number, line without its ending) of a UTF-8 text file, or of stdin when
+    `path` is '-'; blank lines skipped."""
+    if str(path) != STDIN:
+        require_file(path, what)
     blank = 0
-    with open(path, "rb") as f:
+    with (contextlib.nullcontext(_stdin_bytes()) if str(path) == STDIN else open(path, "rb")) as f:
         for lineno, raw in enumerate(f, start=1):
             try:
                 line = raw.decode("utf-8")
@@ -225,74 +242,6 @@ def read_vocab(data_dir: Path) -> tuple[list[str], np.ndarray]:
     return vocab, matrix
 
 
-def tokenizer_lowercases(tokenizer) -> bool:
-    """Whether a Hugging Face tokenizer lower-cases text itself (an uncased BERT does, RoBERTa
-    does not): it gives cased and lower-cased text the same tokens."""
-    sample = "The Quick Brown Fox Jumps Over The Lazy Dog"
-    return tokenizer.tokenize(sample) == tokenizer.tokenize(sample.lower())
-
-
-# `preprocess.py` records how it made a data directory's `.fs` files (tokenizer, lower-casing,
-# mask token) here, so later stages can refuse a setting that contradicts it.
-TOKENIZATION_RECORD = "preprocess.transformer.json"
-
-
-def read_tokenization_record(data_dir: Path) -> dict | None:
-    """The record of how `data_dir`'s `.fs` files were made, or None if there is none."""
-    path = Path(data_dir) / TOKENIZATION_RECORD
-    if not path.exists():
-        return None
-    record = read_json(path)
-    return record if isinstance(record, dict) and "lowercase" in record else None
-
-
-# ---------------------------------------------------------------------------
-# A teacher's labels against the data's
-# ---------------------------------------------------------------------------
-
-def parse_label_map(text: str | None) -> dict[str, str]:
-    """`--label_map NEGATIVE=0,POSITIVE=1` as {teacher label: data label}."""
-    mapping: dict[str, str] = {}
-    for item in (text or "").split(","):
-        if not item.strip():
-            continue
-        name, sep, target = item.partition("=")
-        if not sep or not name.strip() or not target.strip():
-            raise UserError(f"--label_map {text!r}: expected TEACHER_LABEL=DATA_LABEL pairs separated by commas")
-        if name.strip() in mapping:
-            raise UserError(f"--label_map {text!r}: {name.strip()!r} is mapped twice")
-        mapping[name.strip()] = target.strip()
-    return mapping
-
-
-def teacher_columns(teacher_labels: Sequence[str], data_labels: Sequence[str], label_map: dict[str, str],
-                    teacher: str) -> list[int]:
-    """For each data label (in id order), the teacher's logit column with that label, matched
-    by name: `logits[:, columns]` puts a teacher's scores in the data's label order.
-
-    Names match as they are, or through `label_map` ({teacher label: data label}); a teacher
-    whose names are the default `LABEL_0..LABEL_k-1` matches data labels `0..k-1` by index.
-    Anything else (a label on one side only, a map that is not one-to-one) is a UserError
-    naming both label sets and the option that maps them."""
-    default_names = [f"LABEL_{i}" for i in range(len(teacher_labels))]
-    if label_map:
-        unknown = sorted(set(label_map) - set(teacher_labels))
-        if unknown:
-            raise UserError(f"--label_map names {unknown[0]!r}, which {teacher} does not have; its labels are "
-                            f"{list(teacher_labels)}")
-        renamed = [label_map.get(t, t) for t in teacher_labels]
-    elif list(teacher_labels) == default_names and sorted(data_labels) == sorted(str(i) for i in
-                                                                               range(len(teacher_labels))):
-        renamed = [str(i) for i in range(len(teacher_labels))]
-    else:
-        renamed = list(teacher_labels)
-    if sorted(renamed) != sorted(data_labels) or len(set(renamed)) != len(renamed):
-        example = ",".join(f"{t}={d}" for t, d in zip(sorted(teacher_labels), sorted(data_labels)))
-        raise UserError(f"{teacher} has labels {list(teacher_labels)} but the data has {list(data_labels)}; map them "
-                        f"one to one by name with --label_map (LABEL_MAP=), e.g. --label_map {example}")
-    return [renamed.index(label) for label in data_labels]
-
-
 def data_labels(data_dir: Path) -> list[str]:
     """The data set's labels in id order: `label.txt` when preprocess.py wrote one, else the
     sorted labels of `train.txt` (what preprocess.py would write)."""
@@ -411,14 +360,13 @@ def read_ids(path: str | Path, num_labels: int) -> IdsData:
 # ---------------------------------------------------------------------------
 # The transfer set: what the students learn the teacher from
 # ---------------------------------------------------------------------------
-# `transfer.txt` (label.py; `evaluate.py --augmented` writes the same format as
-# `augmented.raw.pred`): one sentence a line, `sentence<TAB>source<TAB>gold<TAB>s_0 s_1 ...`:
+# `transfer.txt` (label.py; the seed's `evaluate.py --augmented` runs label.py and writes it
+# as `augmented.raw.pred`): one sentence a line, `sentence<TAB>source<TAB>gold<TAB>s_0 s_1 ...`:
 # - source: `original` (a training sentence), `augmented` (made from one), `unlabeled` (the
 #   user's unlabeled text) or `file` (scored outside, `--teacher_logits`);
-# - gold: an original's label string, empty for the other sources;
+# - gold: the label string of a training sentence (an `original`, or a `file` line whose
+#   sentence is in train.txt), empty otherwise;
 # - s_k: the teacher's logit for label id k (label.txt order), written with `repr` (exact).
-# The seed's two-column `sentence<TAB>s_0 s_1 ...` (its `augmented.raw.pred` copied to
-# `augmented.txt`) reads as source `augmented` without gold labels.
 # Its GloVe id file (`transfer.txt.ids`, preprocess.py) is `ids<TAB>source<TAB>gold id<TAB>s_0 ...`.
 
 TRANSFER_SOURCES = ("original", "augmented", "unlabeled", "file")
@@ -466,15 +414,12 @@ def read_transfer(path: str | Path, num_labels: int) -> Iterator[TransferRow]:
     path = Path(path)
     for lineno, line in _read_lines(path, "a transfer set ('sentence<TAB>source<TAB>gold<TAB>logits')"):
         fields = line.split("\t")
-        if len(fields) == 2:  # the seed's .pred
-            sentence, source, gold, scores = fields[0], "augmented", None, fields[1]
-        elif len(fields) == 4:
-            sentence, source, gold, scores = fields[0], fields[1], fields[2] or None, fields[3]
-            if source not in TRANSFER_SOURCES:
-                raise UserError(f"{path}:{lineno}: unknown source {source!r}; expected one of {list(TRANSFER_SOURCES)}")
-        else:
-            raise UserError(f"{path}:{lineno}: expected 'sentence<TAB>source<TAB>gold<TAB>logits' (or the seed's "
-                            f"'sentence<TAB>logits'), found {len(fields) - 1} tabs")
+        if len(fields) != 4:
+            raise UserError(f"{path}:{lineno}: expected 'sentence<TAB>source<TAB>gold<TAB>logits' (label.py's transfer "
+                            f"set), found {len(fields) - 1} tabs")
+        sentence, source, gold, scores = fields[0], fields[1], fields[2] or None, fields[3]
+        if source not in TRANSFER_SOURCES:
+            raise UserError(f"{path}:{lineno}: unknown source {source!r}; expected one of {list(TRANSFER_SOURCES)}")
         if not sentence.strip():
             raise UserError(f"{path}:{lineno}: empty sentence")
         yield TransferRow(sentence.strip(), source, gold, _parse_scores(scores.split(), num_labels, path, lineno,
@@ -486,15 +431,29 @@ def transfer_ids_line(ids: Sequence[int], source: str, gold_id: int, scores: Ite
     return " ".join(map(str, ids)) + f"\t{source}\t{gold_id}\t{format_scores(scores)}\n"
 
 
+def count_transfer_ids(path: str | Path, sources: Sequence[str], limit: int) -> tuple[int, int]:
+    """(lines, lines with a gold label) of a transfer id file's `sources`, counted up to
+    `limit` lines (a big file is not read to its end). Lines are checked by `read_transfer_ids`."""
+    lines = gold = 0
+    for _, line in _read_lines(Path(path), "a transfer id file from preprocess.py --distill"):
+        fields = line.split("\t")
+        if len(fields) == 4 and fields[1] in sources:
+            lines += 1
+            gold += fields[2] != "-1"
+            if lines >= limit:
+                break
+    return lines, gold
+
+
 def read_transfer_ids(path: str | Path, num_labels: int) -> IdsData:
     """Read a transfer set's id file (`ids<TAB>source<TAB>gold id<TAB>logits`)."""
     path = Path(path)
     rows = _IdsBuilder()
-    for lineno, line in _read_lines(path, "a transfer id file from preprocess.py --augmented"):
+    for lineno, line in _read_lines(path, "a transfer id file from preprocess.py --distill"):
         fields = line.split("\t")
         if len(fields) != 4 or fields[1] not in TRANSFER_SOURCES:
             raise UserError(f"{path}:{lineno}: expected 'ids<TAB>source<TAB>gold id<TAB>logits' (rerun preprocess.py "
-                            "--augmented)")
+                            "--distill)")
         rows.add(_parse_ids(fields[0], path, lineno), _parse_label_id(fields[2], num_labels, path, lineno),
                  _parse_scores(fields[3].split(), num_labels, path, lineno, fields[3]), fields[1])
     return rows.build(num_labels, soft=True)
@@ -558,14 +517,8 @@ def read_teacher_scores(path: str | Path, labels: Sequence[str], label_map: dict
 
 
 # ---------------------------------------------------------------------------
-# Batching for torch
+# Training batches
 # ---------------------------------------------------------------------------
-
-def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, min_len: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """`runtime.pad_ids` as tensors: ids `[batch, seq]`, lengths `[batch]`."""
-    ids, lengths = pad_ids(seqs, pad_id, min_len)
-    return torch.from_numpy(ids), torch.from_numpy(lengths)
-
 
 def bucketed_batches(
     lengths: Sequence[int], batch_size: int, rng: random.Random, window: int = 50
@@ -584,8 +537,9 @@ def bucketed_batches(
 
 
 def read_sentences(path: str | Path) -> Iterator[tuple[int, str]]:
-    """Stream unlabeled text: (line number, sentence), one sentence a line (the text before a
-    tab when a line has one); blank lines skipped."""
+    """Stream unlabeled text (a file, or stdin for '-'): (line number, sentence), one sentence
+    a line (the text before a tab when a line has one); blank lines skipped. The one reader
+    of sentence files: label.py's unlabeled text, predict.py's input."""
     for lineno, line in _read_lines(Path(path), "unlabeled text, one sentence a line"):
         sentence = line.split("\t", 1)[0].strip()
         if sentence:

@@ -1,18 +1,20 @@
-"""Evaluate a teacher or student on `test.txt` (accuracy and per-example latency), export it
-to ONNX, or label augmented sentences with the teacher's logits (the seed's command).
+"""Evaluate a teacher or student on `test.txt`: accuracy and per-example latency.
 
-    python evaluate.py --config=configs/config-bert-mean.json --data_dir=data/sst2 --bert_output_dir=bert-checkpoint
+    python evaluate.py --config=configs/config-bert-mean.json --data_dir=data/sst2 --teacher=bert-checkpoint
     python evaluate.py --config=configs/config-glove-cnn.json --data_dir=data/sst2 --model_path=pytorch-model-cnn.pt
-    python evaluate.py --config=configs/config-bert-hf.json --data_dir=data/sst2 --bert_output_dir=my-roberta-sst2 \
+    python evaluate.py --config=configs/config-bert-hf.json --data_dir=data/sst2 --teacher=my-roberta-sst2 \
         --label_map=NEGATIVE=0,POSITIVE=1     # anyone's sequence classifier, its labels mapped by name
+    # the seed's labeling command: runs label.py (the one labeling path) and writes its transfer
+    # set to data/sst2/augmented.raw.pred
     python evaluate.py --config=configs/config-bert-mean.json --data_dir=data/sst2 --bert_output_dir=bert-checkpoint \
-        --batch_size=128 --augmented      # writes data/sst2/augmented.raw.pred (label.py's transfer set)
+        --batch_size=128 --augmented
 
 The model is rebuilt from the checkpoint alone (config, vocabulary or tokenizer, labels);
 `--config` only says which kind of model to expect. Its labels are matched to the data's by
 name. Latency is timed from the raw test sentence (tokenization included, what a user of the
 model waits for), or with `--pad_to_n_ctx` as the seed timed it: from ids padded to `n_ctx`,
-tokenization excluded.
+tokenization excluded. `--enable_ort`/`--enable_openvino` evaluate the ONNX export that
+`predict.py --export_onnx` writes.
 """
 from __future__ import annotations
 
@@ -24,12 +26,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from cli import common_parser
+import label
+from cli import add_teacher_flag, common_parser
 from config import Config, config_to_dict, load_config
-from dataset import data_labels, label_ids, pad_batch, parse_label_map, read_examples, teacher_columns
-from inference import Predictor, describe, predict_logits
-from util import (DistContext, UserError, amp_dtype, exit_stage, init_distributed, library_versions, non_negative,
-                  positive, resolve_device, run_in_group, run_main, set_seed, set_threads, write_json)
+from dataset import AUGMENTED_FILE, data_labels, label_ids, read_examples
+from inference import Predictor, describe, pad_batch, predict_logits
+from teachers import parse_label_map, teacher_columns
+from util import (UserError, amp_dtype, exit_stage, library_versions, non_negative, positive, resolve_device,
+                  run_main, set_seed, set_threads, write_json)
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +41,14 @@ logger = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 parents=[common_parser(amp=True, overrides=False)])
-    p.add_argument("--bert_output_dir", default="bert-checkpoint",
-                   help="teacher: a directory from train.py, or any Hugging Face sequence classifier (dir or hub name)")
+    add_teacher_flag(p, "teacher: a directory from train.py, or any Hugging Face sequence classifier (dir or hub "
+                        "name)", default="bert-checkpoint")
     p.add_argument("--label_map", help="teacher label names to data labels, e.g. NEGATIVE=0,POSITIVE=1")
     p.add_argument("--results_path", help="the results JSON (default: beside the model)")
     p.add_argument("--model_path", default="pytorch-model.pt", help="student checkpoint from train.py")
     p.add_argument("--batch_size", type=positive(int), default=1, help="batch size (1: per-example latency)")
-    p.add_argument("--augmented", action="store_true", help="label the augmented file with the teacher's logits")
-    p.add_argument("--augmented_filename", help="--augmented: the file in data_dir (default augmented.raw)")
-    p.add_argument("--label_chunk", type=positive(int), default=20000,
-                   help="--augmented: sentences labeled between two saves of the resumable progress file")
+    p.add_argument("--augmented", action="store_true",
+                   help=f"the seed's labeling command: label.py --augmentations, writing <data_dir>/{AUGMENTED_FILE}.pred")
     p.add_argument("--test_filename", default="test.txt", help="labeled file in data_dir to evaluate")
     p.add_argument("--pad_to_n_ctx", action="store_true",
                    help="time as the seed did: from ids padded to the config's n_ctx, tokenization excluded")
@@ -54,11 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency_sample", type=non_negative(int), default=0,
                    help="time only the first N sentences at --batch_size (the rest are scored in untimed batches "
                         "of 64); 0: time them all")
-    p.add_argument("--convert_onnx", action="store_true", help="export the model to ONNX (dynamic batch and length)")
-    p.add_argument("--quantize_onnx", action="store_true",
-                   help="with --convert_onnx: also write a dynamically int8-quantized copy (<name>.int8.onnx)")
-    p.add_argument("--enable_ort", action="store_true", help="evaluate (or label) with ONNX Runtime on the CPU")
-    p.add_argument("--enable_openvino", action="store_true", help="evaluate (or label) with OpenVINO on the CPU")
+    p.add_argument("--enable_ort", action="store_true", help="evaluate with ONNX Runtime on the CPU")
+    p.add_argument("--enable_openvino", action="store_true", help="evaluate with OpenVINO on the CPU")
     p.add_argument("--onnx_path", help="with --enable_ort/--enable_openvino: the ONNX file (default: the export "
                                        "beside the model)")
     return p
@@ -66,24 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_flags(args: argparse.Namespace, config: Config) -> None:
     """Refuse combinations that would be ignored."""
-    if args.quantize_onnx and not args.convert_onnx:
-        raise UserError("--quantize_onnx writes an int8 copy while exporting: add --convert_onnx (to evaluate that "
-                        "copy: --enable_ort --onnx_path=<model>.int8.onnx)")
     if args.onnx_path and not (args.enable_ort or args.enable_openvino):
         raise UserError("--onnx_path names the model --enable_ort/--enable_openvino runs: add one")
     if args.enable_ort and args.enable_openvino:
         raise UserError("--enable_ort and --enable_openvino: choose one runtime")
     if args.label_map and not config.is_transformer:
         raise UserError("--label_map maps a teacher's label names; a student has the data's labels")
-    if args.augmented and args.results_path:
-        raise UserError("--results_path is for test evaluation; --augmented writes <file>.pred.results.json")
-    if args.augmented and not config.is_transformer:
-        raise UserError("--augmented labels with a teacher: pass a transformer config and --bert_output_dir")
-    if not args.augmented and (args.augmented_filename or args.label_chunk != 20000):
-        raise UserError("--augmented_filename/--label_chunk are for --augmented labeling")
-    if args.augmented and (args.pad_to_n_ctx or args.test_filename != "test.txt" or args.latency_sample):
-        raise UserError("--pad_to_n_ctx/--test_filename/--latency_sample are for test evaluation, not --augmented "
-                        "labeling")
     if (args.enable_ort or args.enable_openvino) and args.amp != "none":
         raise UserError("--amp autocasts PyTorch; ONNX Runtime and OpenVINO run the exported float graph")
 
@@ -173,29 +160,25 @@ def compare_with_pytorch(predictor: Predictor, ids: list[list[int]]) -> dict:
     return {"max_abs_logit_diff_vs_pytorch": diff, "same_prediction_vs_pytorch": same}
 
 
-def label_augmented(args: argparse.Namespace, predictor: Predictor, device: torch.device, dist: DistContext) -> int:
-    """The seed's labeling command: the training sentences and `augmented.raw`, scored by the
-    teacher, written as label.py writes a transfer set, to `<augmented file>.pred`."""
-    from labeling import TeacherScorer, TransferPlan, label
+# evaluate.py's flags that label.py takes too, under the same names
+LABEL_FLAGS = ("data_dir", "label_map", "batch_size", "device", "num_threads", "seed", "amp")
 
-    data_dir = Path(args.data_dir)
-    raw_path = data_dir / (args.augmented_filename or "augmented.raw")
-    if not raw_path.is_file():
-        raise UserError(f"{raw_path}: not found (run augment_data.py first)")
-    labels = data_labels(data_dir)
-    label_map = parse_label_map(args.label_map)
-    scorer = TeacherScorer(predictor, teacher_columns(predictor.labels, labels, label_map, predictor.path),
-                           args.batch_size, amp_dtype(args.amp, device), dist)
-    plan = TransferPlan(train=data_dir / "train.txt", augmented=raw_path,
-                        held_out=[data_dir / "valid.txt", data_dir / "test.txt"])
-    output = Path(f"{raw_path}.pred")
-    results = label(plan, output, labels, label_map, scorer, args.label_chunk, dist,
-                    {"teacher": predictor.path, "batch_size": args.batch_size, "amp": args.amp,
-                     "runtime": predictor.runtime})
-    if results is not None:
-        results.update({"args": vars(args), "versions": library_versions()})
-        write_json(f"{output}.results.json", results)
-    return 0
+
+def seed_label_argv(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The seed's `evaluate.py --augmented` as label.py's command line: the teacher scores
+    train.txt and augmented.raw into `augmented.raw.pred` (label.py's transfer set format).
+    A flag of evaluation's own (latency, runtimes, the test file) would be ignored: refused."""
+    config = load_config(args.config)
+    if not config.is_transformer:
+        raise UserError("--augmented labels with a teacher: pass a transformer config and --teacher")
+    own = sorted(k for k, v in vars(args).items() if k not in (*LABEL_FLAGS, "config", "teacher", "augmented")
+                 and v != parser.get_default(k))
+    if own:
+        raise UserError(f"--{own[0]} is for test evaluation, not the seed's --augmented labeling (label.py has the "
+                        "labeling options)")
+    pred = Path(args.data_dir) / f"{AUGMENTED_FILE}.pred"
+    argv = [f"--teacher={args.teacher}", f"--augmentations={AUGMENTED_FILE}", f"--output={pred}"]
+    return argv + [f"--{k}={getattr(args, k)}" for k in LABEL_FLAGS if getattr(args, k) is not None]
 
 
 def results_path(args: argparse.Namespace, predictor: Predictor) -> Path:
@@ -214,27 +197,22 @@ def results_path(args: argparse.Namespace, predictor: Predictor) -> Path:
     return Path(f"{predictor.path}.{suffix}results.json")
 
 
-def run_evaluation(args: argparse.Namespace, config: Config, dist: DistContext) -> int:
-    """Evaluate, export or label (under torchrun: labeling only, sharded by rank)."""
-    device = resolve_device(args.device, dist.local_rank)
+def run_evaluation(args: argparse.Namespace, config: Config) -> int:
+    """Load the model the flags name and evaluate it on the test file."""
+    device = resolve_device(args.device)
     set_seed(args.seed)
     set_threads(args.num_threads)
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
         raise UserError(f"{data_dir}: data directory not found (run `make data`)")
-    predictor = Predictor.load(args.bert_output_dir if config.is_transformer else args.model_path, device)
+    predictor = Predictor.load(args.teacher if config.is_transformer else args.model_path, device)
     if predictor.config.enc_class != config.enc_class:
         raise UserError(f"{predictor.path}: holds a {predictor.config.emb_class}/{predictor.config.enc_class} "
                         f"model, but {args.config} is {config.emb_class}/{config.enc_class}")
-    if args.convert_onnx:
-        for path in predictor.export_onnx(quantize=args.quantize_onnx):
-            logger.info("[ONNX] %s", path)
     if args.enable_ort or args.enable_openvino:
         if device.type != "cpu":
             raise UserError("--enable_ort/--enable_openvino run on the CPU; add --device cpu")
         predictor.use_runtime("onnxruntime" if args.enable_ort else "openvino", args.onnx_path, args.num_threads)
-    if args.augmented:
-        return label_augmented(args, predictor, device, dist)
     results = evaluate_test(args, predictor, device)
     results.update({"args": vars(args), "config": config_to_dict(predictor.config), "versions": library_versions()})
     write_json(results_path(args, predictor), results)
@@ -243,14 +221,17 @@ def run_evaluation(args: argparse.Namespace, config: Config, dist: DistContext) 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.augmented:  # the seed's labeling command, run by the one labeling path
+        label_argv: list[str] = []
+        code = run_main(lambda: label_argv.extend(seed_label_argv(parser, args)) or 0, logger)
+        return code or label.main(label_argv)
 
     def body() -> int:
         config = load_config(args.config)
         check_flags(args, config)
-        resolve_device(args.device)
-        dist = init_distributed(args.device) if args.augmented else DistContext()
-        return run_in_group(dist, lambda: run_evaluation(args, config, dist))
+        return run_evaluation(args, config)
 
     return run_main(body, logger)
 

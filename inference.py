@@ -22,9 +22,8 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from checkpoint import is_teacher, load_student, load_teacher
+from checkpoint import load_student, load_teacher
 from config import Config, config_to_dict
-from dataset import pad_batch
 from model import GloveBow, GloveStudent, count_parameters
 from runtime import (
     BUNDLE_FORMAT,
@@ -34,8 +33,10 @@ from runtime import (
     SubwordIds,
     WordIds,
     length_sorted_batches,
+    pad_ids,
     predictions,
 )
+from teachers import is_teacher
 from util import UserError, atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,12 @@ logger = logging.getLogger(__name__)
 # forward(ids [B, T], lengths [B]) -> logits [B, K]: a torch module, or a wrapped runtime session
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ROOT = Path(__file__).resolve().parent
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, min_len: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """`runtime.pad_ids` as tensors: ids `[batch, seq]`, lengths `[batch]`."""
+    ids, lengths = pad_ids(seqs, pad_id, min_len)
+    return torch.from_numpy(ids), torch.from_numpy(lengths)
 
 
 def logits_for_batches(forward: Forward, ids: Sequence[Sequence[int]], batches: list[list[int]], pad_id: int,
@@ -166,7 +173,7 @@ class Predictor:
         instead of PyTorch."""
         path = Path(onnx_path) if onnx_path else self.onnx_path()
         if not path.exists():
-            raise UserError(f"{path}: not found; export it first with evaluate.py --convert_onnx")
+            raise UserError(f"{path}: not found; export it first with predict.py --export_onnx")
         session = {"onnxruntime": OrtSession, "openvino": OpenVinoSession}[runtime](path, num_threads)
         self.forward = session_forward(session)
         self.runtime = runtime + ("-int8" if ".int8." in path.name else "")
@@ -182,10 +189,9 @@ class Predictor:
         out.mkdir(parents=True, exist_ok=True)
         c = self.config
         model, ids, kept = self.model, self.ids, None
-        if isinstance(model, GloveBow):  # only the n-gram rows in use (GloveBow.without_unused_buckets)
+        if isinstance(model, GloveBow):  # only the n-gram rows in use (runtime.prune_buckets)
             model, kept = model.without_unused_buckets()
-            ids = WordIds(self.vocab, self.ids.tokenizer, self.ids.n_ctx, self.ids.unk_id, self.ids.ngrams,
-                          self.ids.buckets, kept.tolist())
+            ids = self.ids.pruned(kept)
         export_onnx(model, out / "model.onnx", torch.tensor(ids.encode_batch(["a fine example sentence"])))
         self.model.to(self.device)
         meta: dict[str, Any] = {"format": BUNDLE_FORMAT, "labels": self.labels, "lowercase": self.lowercase,
@@ -203,7 +209,7 @@ class Predictor:
             with atomic_path(out / "bow.npz") as tmp, open(tmp, "wb") as f:
                 np.savez(f, **bow_tables(model))
             with atomic_path(out / "buckets.npy") as tmp, open(tmp, "wb") as f:
-                np.save(f, kept.numpy().astype(np.int64))  # [k], ascending
+                np.save(f, kept)  # [k] int64, ascending
             meta["kept_buckets"] = "buckets.npy"
             backends.insert(0, "numpy")
         meta.update(backend=backends[0], backends=backends)

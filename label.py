@@ -2,15 +2,16 @@
 teacher's scores, in one file (`transfer.txt`, dataset.py's format).
 
     # the training sentences and their augmentations (augment_data.py), scored by a teacher
-    python label.py --teacher=checkpoints/sst2/teacher --data_dir=data/sst2 --augmented
+    python label.py --teacher=checkpoints/sst2/teacher --data_dir=data/sst2 --augmentations
     # ... and the user's unlabeled text; any Hugging Face sequence classifier is a teacher
-    python label.py --teacher=my-finetuned-roberta --data_dir=data/intents --augmented \
+    python label.py --teacher=my-finetuned-roberta --data_dir=data/intents --augmentations \
         --unlabeled=tickets.txt --label_map=NEGATIVE=0,POSITIVE=1
     # no teacher at all: scores made elsewhere (an LLM, an API), one JSON object a line
     python label.py --teacher_logits=scores.jsonl --data_dir=data/intents
 
 The teacher scores `train.txt` (source `original`, gold labels kept), `augmented.raw` with
-`--augmented`, and `--unlabeled` text. Lines the students would see as a duplicate or as a
+`--augmentations`, and `--unlabeled` text. This is the one labeling path: the seed's
+`evaluate.py --augmented` runs it too. Lines the students would see as a duplicate or as a
 sentence of valid.txt or test.txt are dropped and counted (labeling.py). A teacher's logits
 are put in the data's label order by name (`--label_map` when the names differ). Labeling is
 resumable (run the same command again) and shards over torchrun ranks. Writes
@@ -22,9 +23,11 @@ import argparse
 import logging
 from pathlib import Path
 
+from cli import add_teacher_flag, common_parser
 from config import LABEL_RUNTIMES, load_config
-from dataset import data_labels, parse_label_map, teacher_columns
+from dataset import AUGMENTED_FILE, TRANSFER_FILE, data_labels, read_examples
 from runtime import WordTokenizer
+from teachers import parse_label_map, teacher_columns
 from util import (DistContext, UserError, amp_dtype, exit_stage, init_distributed, library_versions, positive,
                   resolve_device, run_in_group, run_main, set_seed, set_threads, write_json)
 
@@ -32,24 +35,24 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                parents=[common_parser(model=False, amp=True)])
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--teacher", help="a teacher directory from train.py, or any Hugging Face sequence "
-                                          "classifier (directory or hub name)")
+    add_teacher_flag(source, "a teacher directory from train.py, or any Hugging Face sequence classifier (directory "
+                             "or hub name)")
     source.add_argument("--teacher_logits", help="teacher scores made elsewhere: JSONL, {\"text\": ..., \"logits\"|"
                                                  "\"probs\": {label: score}} a line; no teacher runs")
     p.add_argument("--data_dir", required=True, help="train/valid/test.txt (and augmented.raw)")
-    p.add_argument("--augmented", action="store_true", help="also score the augmented file (augment_data.py)")
-    p.add_argument("--augmented_filename", help="with --augmented: the file in data_dir (default augmented.raw)")
+    p.add_argument("--augmentations", nargs="?", const=AUGMENTED_FILE, metavar="FILE",
+                   help=f"also score augment_data.py's sentences (FILE in data_dir; default {AUGMENTED_FILE})")
     p.add_argument("--unlabeled", help="also score this unlabeled text: one sentence a line, UTF-8, any size")
     p.add_argument("--label_map", help="teacher label names to data labels, e.g. NEGATIVE=0,POSITIVE=1")
     p.add_argument("--student_config", help="the students' config: lines are compared after its word tokenizer and "
                                             "lower-casing (default: the glove tokenizer, lower-cased)")
-    p.add_argument("--output", help="the transfer set (default <data_dir>/transfer.txt)")
+    p.add_argument("--output", help=f"the transfer set (default <data_dir>/{TRANSFER_FILE})")
     p.add_argument("--batch_size", type=positive(int), default=128, help="teacher batch size")
     p.add_argument("--label_chunk", type=positive(int), default=20000,
                    help="sentences scored between two saves of the resumable output")
-    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast dtype for the teacher")
     p.add_argument("--runtime", choices=LABEL_RUNTIMES, default="pytorch",
                    help="the teacher's runtime on the CPU; auto: time each on a sample of the transfer set and use "
                         "the fastest whose argmax agrees with fp32 PyTorch on --min_agreement of it")
@@ -59,18 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rescore_margin", type=float, default=0.0,
                    help="with an ONNX Runtime teacher: score again in fp32 PyTorch the sentences whose top two "
                         "logits lie closer than this (0: none)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
-    p.add_argument("--num_threads", type=positive(int), help="torch CPU threads (default: torch's)")
-    p.add_argument("--seed", type=int, default=42)
     return p
 
 
 def check_flags(args: argparse.Namespace) -> None:
     """Refuse combinations that would be ignored."""
-    if args.teacher_logits and (args.augmented or args.unlabeled or args.amp != "none"):
-        raise UserError("--teacher_logits brings the scores: --augmented, --unlabeled and --amp need a --teacher")
-    if args.augmented_filename and not args.augmented:
-        raise UserError("--augmented_filename names the file --augmented scores: add --augmented")
+    if args.teacher_logits and (args.augmentations or args.unlabeled or args.amp != "none"):
+        raise UserError("--teacher_logits brings the scores: --augmentations, --unlabeled and --amp need a --teacher")
     if args.runtime != "pytorch" and (args.teacher_logits or args.amp != "none"):
         raise UserError("--runtime runs the teacher on the CPU in fp32 or int8: not with --teacher_logits or --amp")
     if args.runtime == "pytorch" and (args.runtime_sample != 2000 or args.min_agreement != 0.995
@@ -92,7 +90,6 @@ def word_tokenizer(student_config: str | None) -> WordTokenizer:
 
 
 def run(args: argparse.Namespace, dist_ctx: DistContext) -> int:
-    from dataset import read_examples
     from labeling import TeacherScorer, TransferPlan, choose_runtime, label
 
     data_dir = Path(args.data_dir)
@@ -101,17 +98,20 @@ def run(args: argparse.Namespace, dist_ctx: DistContext) -> int:
             raise UserError(f"{data_dir / f'{split}.txt'}: not found (label.py reads the data set's splits)")
     labels = data_labels(data_dir)
     label_map = parse_label_map(args.label_map)
-    output = Path(args.output) if args.output else data_dir / "transfer.txt"
+    output = Path(args.output) if args.output else data_dir / TRANSFER_FILE
     plan = TransferPlan(held_out=[data_dir / "valid.txt", data_dir / "test.txt"],
                         word_tokenizer=word_tokenizer(args.student_config))
     scorer, extra, trials = None, {}, None
     if args.teacher_logits:
-        plan.teacher_scores = Path(args.teacher_logits)
+        plan.teacher_scores, plan.gold_for_scores = Path(args.teacher_logits), data_dir / "train.txt"
+        logger.info("[Scores] from %s: no teacher runs, so no augmented sentence can be scored; the students learn "
+                    "from the file's sentences (those of train.txt keep their gold label). To augment, bring the "
+                    "teacher itself (--teacher, TEACHER=)", args.teacher_logits)
     else:
         from inference import Predictor
 
         plan.train = data_dir / "train.txt"
-        plan.augmented = data_dir / (args.augmented_filename or "augmented.raw") if args.augmented else None
+        plan.augmented = data_dir / args.augmentations if args.augmentations else None
         plan.unlabeled = Path(args.unlabeled) if args.unlabeled else None
         for path in (plan.augmented, plan.unlabeled):
             if path is not None and not path.is_file():

@@ -51,6 +51,7 @@ class SourceCounts:
     kept: int = 0
     duplicates: int = 0  # the same student input as a line kept before
     in_valid_or_test: int = 0  # dropped: the students would see a valid or test sentence
+    with_gold: int = 0  # kept lines that carry a gold label
 
 
 @dataclass
@@ -61,11 +62,15 @@ class TransferPlan:
     augmented: Path | None = None  # `sentence<TAB>label` lines made by augment_data.py
     unlabeled: Path | None = None  # one sentence a line
     teacher_scores: Path | None = None  # JSONL scores made elsewhere (then nothing else)
+    # with teacher_scores: a labeled file (train.txt) whose labels go with the scored sentences
+    # the students would see as the same, so a student can mix gold labels in (train.py --alpha)
+    gold_for_scores: Path | None = None
     held_out: list[Path] = field(default_factory=list)  # valid/test files no line may equal
     word_tokenizer: WordTokenizer = field(default_factory=WordTokenizer)  # the students'
 
     def inputs(self) -> list[Path]:
-        return [p for p in (self.train, self.augmented, self.unlabeled, self.teacher_scores, *self.held_out) if p]
+        return [p for p in (self.train, self.augmented, self.unlabeled, self.teacher_scores, self.gold_for_scores,
+                            *self.held_out) if p]
 
 
 @dataclass
@@ -102,12 +107,15 @@ def transfer_items(plan: TransferPlan, labels: list[str], label_map: dict[str, s
             return False
         seen.add(h)
         c.kept += 1
+        c.with_gold += item.gold is not None
         return True
 
     def stream() -> Iterator[Item]:
         if plan.teacher_scores:
+            gold = {key(e.sentence): e.label for e in read_examples(plan.gold_for_scores)} if plan.gold_for_scores \
+                else {}
             for _, text, scores in read_teacher_scores(plan.teacher_scores, labels, label_map):
-                yield Item(text, "file", None, scores)
+                yield Item(text, "file", gold.get(key(text)), scores)
             return
         if plan.train:
             yield from (Item(e.sentence, "original", e.label) for e in read_examples(plan.train))
@@ -300,8 +308,8 @@ def label(plan: TransferPlan, output: Path, labels: list[str], label_map: dict[s
         return None
     kept = sum(c.kept for c in counts.values())
     for source, c in counts.items():
-        logger.info("[Transfer] %s: %d lines read, %d kept, %d duplicates dropped, %d dropped as valid/test "
-                    "sentences", source, c.read, c.kept, c.duplicates, c.in_valid_or_test)
+        logger.info("[Transfer] %s: %d lines read, %d kept (%d with a gold label), %d duplicates dropped, %d dropped "
+                    "as valid/test sentences", source, c.read, c.kept, c.with_gold, c.duplicates, c.in_valid_or_test)
     if scorer is not None:
         pieces = scorer.pieces / max(1, scorer.scored)
         logger.info("[Labeled] %d sentences (%.1f word pieces each) in %.1fs (%.0f sentences/s) -> %s",

@@ -16,11 +16,13 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from config import CRITERIA, STUDENT_KINDS, CNNConfig, Config, DenseNetConfig, DSAConfig
+from runtime import prune_buckets
 
 
 def length_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
@@ -313,18 +315,15 @@ class GloveBow(GloveStudent):
         mean = x.sum(1) / mask.sum(1).clamp(min=1)[:, None].to(x.dtype)  # [B, E]
         return self.mlp(mean)  # [B, K]
 
-    def without_unused_buckets(self) -> tuple["GloveBow", torch.Tensor]:
-        """A copy for deployment whose table keeps the word rows, the n-gram rows that training
-        changed from zero, and one zero row after them, which every other bucket reads: the
-        same logits from a table a fraction of the size (SST-2's transfer set reaches about 50k
-        of the 2M buckets). Returns (the copy, the kept buckets `[k]`, ascending); feature
-        ids for the copy come from `runtime.WordIds` given those buckets."""
+    def without_unused_buckets(self) -> tuple["GloveBow", np.ndarray]:
+        """A copy for deployment with the table `runtime.prune_buckets` makes (only the n-gram
+        rows training reached, and one zero row for the rest): the same logits. Returns (the
+        copy, the kept buckets `[k]` int64, ascending); feature ids for the copy come from
+        `runtime.WordIds.pruned` given those buckets."""
         weight = self.embedding.weight.detach()  # [V + buckets, E]
-        words = weight.size(0) - self.config.bow.buckets
-        kept = torch.nonzero(weight[words:].ne(0).any(1)).flatten()  # [k]
-        rows = torch.cat([weight[:words], weight[words:][kept], weight.new_zeros(1, weight.size(1))])
-        table = nn.Embedding(rows.size(0), rows.size(1), padding_idx=self.embedding.padding_idx, _weight=rows,
-                             _freeze=True)
+        rows, kept = prune_buckets(weight.cpu().numpy(), weight.size(0) - self.config.bow.buckets)  # [V + k + 1, E]
+        table = nn.Embedding(rows.shape[0], rows.shape[1], padding_idx=self.embedding.padding_idx,
+                             _weight=torch.from_numpy(rows).to(weight.device), _freeze=True)
         # the copy takes the new table in place of the old one, which is never copied
         return copy.deepcopy(self, memo={id(self.embedding): table}), kept
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from config import Recipe
+from dataset import AUGMENTED_FILE, TRANSFER_FILE
 from util import UserError, file_digest, write_json
 
 logger = logging.getLogger(__name__)
@@ -125,8 +126,8 @@ def teacher_steps(recipe: Recipe, data: Path, backbone: str, teacher: Path, lowe
              [Path(cfg), *local_files(backbone), *[data / f"{s}.txt" for s in SPLITS]],
              [data / f"{s}.txt.fs" for s in SPLITS]),
         Step("train teacher", ["train.py", f"--config={cfg}", f"--data_dir={data}",
-                               f"--bert_model_name_or_path={backbone}", *lower, f"--bert_output_dir={teacher}",
-                               f"--lr={t.lr}", f"--epoch={t.epochs}", f"--batch_size={t.batch_size}",
+                               f"--bert_model_name_or_path={backbone}", *lower, f"--teacher={teacher}",
+                               f"--lr={t.lr}", f"--epochs={t.epochs}", f"--batch_size={t.batch_size}",
                                "--use_transformers_optimizer", f"--warmup_epoch={t.warmup_epoch}",
                                f"--weight_decay={t.weight_decay}", f"--log_dir={runs / 'teacher'}"],
              [Path(cfg), *local_files(backbone), data / "train.txt.fs", data / "valid.txt.fs"],
@@ -142,7 +143,7 @@ def teacher_eval_steps(config: str, data: Path, teacher: str, out: Path, label_m
     `latency_sample`: time only the first N test sentences (the accuracy is over all)."""
     mapping = [f"--label_map={label_map}"] if label_map else []
     sample = [f"--latency_sample={latency_sample}"] if latency_sample else []
-    common = ["evaluate.py", f"--config={config}", f"--data_dir={data}", f"--bert_output_dir={teacher}",
+    common = ["evaluate.py", f"--config={config}", f"--data_dir={data}", f"--teacher={teacher}",
               "--num_threads=1", *mapping, *sample]
     inputs = [*teacher_files, data / "test.txt", data / "train.txt"]
     return [Step("evaluate teacher", [*common, f"--results_path={out / 'teacher.results.json'}"], inputs,
@@ -155,10 +156,10 @@ def teacher_eval_steps(config: str, data: Path, teacher: str, out: Path, label_m
 def augment_step(recipe: Recipe, data: Path, mask_token: str, tokenizer: str) -> Step:
     """New sentences from the training sentences (masking, same-POS swaps, n-grams)."""
     return Step("augment", ["augment_data.py", "--input", str(data / "train.txt"), "--output",
-                            str(data / "augmented.raw"), f"--n_iter={recipe.n_iter}", f"--mask_token={mask_token}",
+                            str(data / AUGMENTED_FILE), f"--n_iter={recipe.n_iter}", f"--mask_token={mask_token}",
                             f"--ngram_mode={recipe.ngram_mode}", f"--tokenizer={tokenizer}", "--parallel",
                             "--seed=42"],
-                [data / "train.txt"], [data / "augmented.raw"])
+                [data / "train.txt"], [data / AUGMENTED_FILE])
 
 
 def label_step(recipe: Recipe, data: Path, student_config: str, teacher: str | None = None,
@@ -171,24 +172,23 @@ def label_step(recipe: Recipe, data: Path, student_config: str, teacher: str | N
     splits = [data / f"{s}.txt" for s in SPLITS]
     if teacher_logits:
         return Step("label (scores from a file)", ["label.py", f"--teacher_logits={teacher_logits}", *common],
-                    [Path(teacher_logits), Path(student_config), *splits], [data / "transfer.txt"])
-    sources = (["--augmented"] if augmented else []) + ([f"--unlabeled={unlabeled}"] if unlabeled else [])
+                    [Path(teacher_logits), Path(student_config), *splits], [data / TRANSFER_FILE])
+    sources = (["--augmentations"] if augmented else []) + ([f"--unlabeled={unlabeled}"] if unlabeled else [])
     rescore = [f"--rescore_margin={recipe.label_rescore_margin:g}"] if recipe.label_rescore_margin else []
     inputs = [*(teacher_files or []), Path(student_config), *splits,
-              *([data / "augmented.raw"] if augmented else []), *([Path(unlabeled)] if unlabeled else [])]
+              *([data / AUGMENTED_FILE] if augmented else []), *([Path(unlabeled)] if unlabeled else [])]
     return Step("label", ["label.py", f"--teacher={teacher}", *common, *sources,
                           f"--batch_size={recipe.label_batch_size}", f"--amp={recipe.label_amp}",
                           f"--runtime={recipe.label_runtime}", *rescore],
-                inputs, [data / "transfer.txt"])
+                inputs, [data / TRANSFER_FILE])
 
 
 def student_data_step(data: Path, config: str, embedding_path: str, tag: str = "") -> Step:
     """The GloVe vocabulary over every file, and the students' id files."""
     return Step(f"preprocess students{tag}", ["preprocess.py", f"--config={config}", f"--data_dir={data}",
-                                              f"--embedding_path={embedding_path}", "--augmented",
-                                              "--augmented_filename=transfer.txt"],
-                [Path(config), Path(embedding_path), data / "transfer.txt", *[data / f"{s}.txt" for s in SPLITS]],
-                [data / "transfer.txt.ids", *[data / f"{s}.txt.ids" for s in SPLITS], data / "vocab.txt"])
+                                              f"--embedding_path={embedding_path}", "--distill"],
+                [Path(config), Path(embedding_path), data / TRANSFER_FILE, *[data / f"{s}.txt" for s in SPLITS]],
+                [data / f"{TRANSFER_FILE}.ids", *[data / f"{s}.txt.ids" for s in SPLITS], data / "vocab.txt"])
 
 
 def checkpoint_name(name: str, kind: str, seed_index: int = 0) -> str:
@@ -206,20 +206,23 @@ def student_steps(recipe: Recipe, name: str, kind: str, data: Path, checkpoint: 
     s, cfg = recipe.students[name], recipe.student_config(name)
     distill = kind != "gold"
     own = [f"--criterion={s.criterion}"] + ([f"--temperature={s.temperature}"] if s.criterion != "MSELoss" else [])
-    targets = ["--augmented", "--augmented_filename=transfer.txt", f"--transfer={transfer}",
-               *(extra or own)] if distill else []
+    # the gold-label weight: the recipe's, or chosen on valid for a small transfer set
+    alpha = [f"--alpha={s.alpha:g}"] if s.alpha is not None else ["--alpha=auto",
+                                                                  f"--gold_mix_below={recipe.gold_mix_below}"]
+    targets = ["--distill", f"--transfer={transfer}", *(extra or [*own, *alpha])] if distill else []
+    budget = [f"--{k}={getattr(s, k)}" for k in ("min_steps", "eval_steps", "patience_steps") if getattr(s, k)]
     optimizer = (["--optimizer=sgd", "--warmup_epoch=0"] if s.optimizer == "sgd" else
                  ["--use_transformers_optimizer", "--warmup_epoch=0", "--weight_decay=0.0"])
-    train_input = data / ("transfer.txt.ids" if distill else "train.txt.ids")
+    train_input = data / (f"{TRANSFER_FILE}.ids" if distill else "train.txt.ids")
     label = f"{name} {kind}" + (f" (seed {seed})" if seed != 42 else "")
     evaluate = ["evaluate.py", f"--config={cfg}", f"--data_dir={data}", f"--model_path={checkpoint}",
                 "--num_threads=1", f"--device={device}"]
     steps = [
         Step(f"train {label}", [
             "train.py", f"--config={cfg}", f"--data_dir={data}", f"--save_path={checkpoint}", f"--lr={s.lr}",
-            f"--epoch={s.epochs if distill else s.gold_epochs}", f"--batch_size={s.batch_size}", *optimizer,
+            f"--epochs={s.epochs if distill else s.gold_epochs}", f"--batch_size={s.batch_size}", *optimizer,
             f"--amp={s.amp}", f"--device={device}", f"--seed={seed}", f"--log_dir={runs / checkpoint.stem}",
-            *[f"--set={o}" for o in s.set], *targets],
+            *[f"--set={o}" for o in s.set], *budget, *targets],
             [Path(cfg), train_input, data / "valid.txt.ids", data / "vocab.txt"],
             [Path(f"{checkpoint}.train_results.json")]),
         Step(f"evaluate {label}", evaluate, [checkpoint, data / "test.txt"], [Path(f"{checkpoint}.results.json")]),

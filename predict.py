@@ -1,9 +1,11 @@
-"""Label raw sentences with a trained student or teacher, or with a deployment bundle.
+"""Label raw sentences with a trained student or teacher, or with a deployment bundle; export
+a model for deployment (a bundle, or ONNX files).
 
     echo "a gorgeous , witty film" | python predict.py --model_path=pytorch-model-cnn.pt
-    python predict.py --bert_output_dir=bert-checkpoint --input=sentences.txt --format=jsonl
+    python predict.py --teacher=bert-checkpoint --input=sentences.txt --format=jsonl
     python predict.py --model_path=pytorch-model-cnn.pt --export_bundle=bundle/     # for runtime.py
     python predict.py --bundle=bundle/ < sentences.txt          # numpy + onnxruntime, no torch
+    python predict.py --model_path=pytorch-model-cnn.pt --export_onnx --quantize   # .onnx and .int8.onnx
 
 One sentence a line (a `sentence<TAB>anything` line uses the sentence); blank lines are
 skipped. Output, one line per sentence in input order: `label<TAB>p_0 p_1 ...` (tsv, the
@@ -17,8 +19,9 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
+from cli import add_teacher_flag, common_parser
+from dataset import read_sentences
 from runtime import Bundle, Prediction
 from util import UserError, atomic_write_text, positive, run_main
 
@@ -26,40 +29,34 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[common_parser(model=False)])
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model_path", help="student checkpoint from train.py")
-    source.add_argument("--bert_output_dir", help="teacher: a directory from train.py or any Hugging Face sequence "
-                                                  "classifier (directory or hub name); its own labels")
+    add_teacher_flag(source, "teacher: a directory from train.py or any Hugging Face sequence classifier (directory "
+                             "or hub name); its own labels")
     source.add_argument("--bundle", help="deployment bundle directory (runtime.py: numpy + onnxruntime)")
     p.add_argument("--input", help="raw sentences, one a line ('-' or none: stdin, unless only --export_bundle)")
     p.add_argument("--output", default="-", help="where to write ('-': stdout)")
     p.add_argument("--format", choices=("tsv", "jsonl"), default="tsv")
     p.add_argument("--batch_size", type=positive(int), default=64)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="checkpoints only")
-    p.add_argument("--num_threads", type=positive(int), help="CPU threads (default: the library's)")
     p.add_argument("--enable_ort", action="store_true",
-                   help="checkpoints: run the ONNX export (evaluate.py --convert_onnx) in ONNX Runtime")
+                   help="checkpoints: run the ONNX export (--export_onnx) in ONNX Runtime")
     p.add_argument("--onnx_path", help="with --enable_ort: the ONNX file (default: the export beside the model)")
     p.add_argument("--export_bundle", metavar="DIR",
                    help="write the model's deployment bundle to DIR (and label --input only if given)")
+    p.add_argument("--export_onnx", action="store_true",
+                   help="write the model as ONNX (dynamic batch and length) beside it: <model>.onnx, or model.onnx "
+                        "in a teacher's directory (and label --input only if given)")
+    p.add_argument("--quantize", action="store_true",
+                   help="with --export_onnx: also a dynamically int8-quantized copy (<name>.int8.onnx)")
     return p
 
 
-def read_sentences(path: str) -> list[str]:
-    """Raw sentences from a file or stdin; the text before a tab when there is one."""
-    if path == "-":
-        text, name = sys.stdin.read(), "<stdin>"
-    else:
-        try:
-            text, name = Path(path).read_bytes().decode("utf-8-sig"), path
-        except FileNotFoundError as e:
-            raise UserError(f"{path}: file not found") from e
-        except UnicodeDecodeError as e:
-            raise UserError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from e
-    sentences = [s for s in (line.split("\t")[0].strip() for line in text.splitlines()) if s]
+def read_input(path: str) -> list[str]:
+    """Raw sentences from a file or stdin ('-'), read as every sentence file is (`dataset.read_sentences`)."""
+    sentences = [s for _, s in read_sentences(path)]
     if not sentences:
-        raise UserError(f"{name}: no sentences")
+        raise UserError(f"{'<stdin>' if path == '-' else path}: no sentences")
     return sentences
 
 
@@ -73,9 +70,13 @@ def format_lines(sentences: list[str], results: list[Prediction], fmt: str) -> l
 
 def check_flags(args: argparse.Namespace) -> None:
     """Refuse combinations that would be ignored."""
-    if args.bundle and (args.enable_ort or args.onnx_path or args.export_bundle or args.device != "auto"):
-        raise UserError("--enable_ort/--onnx_path/--export_bundle/--device are for checkpoints; a bundle runs "
-                        "its own backend on the CPU")
+    if args.bundle and (args.enable_ort or args.onnx_path or args.export_bundle or args.export_onnx
+                        or args.device != "auto"):
+        raise UserError("--enable_ort/--onnx_path/--export_bundle/--export_onnx/--device are for checkpoints; a "
+                        "bundle runs its own backend on the CPU")
+    if args.quantize and not args.export_onnx:
+        raise UserError("--quantize writes an int8 copy while exporting: add --export_onnx (to run that copy: "
+                        "--enable_ort --onnx_path=<model>.int8.onnx)")
     if args.onnx_path and not args.enable_ort:
         raise UserError("--onnx_path names the model --enable_ort runs: add --enable_ort")
 
@@ -94,11 +95,14 @@ def predict(args: argparse.Namespace, sentences: list[str] | None) -> list[Predi
 
     device = resolve_device(args.device)
     set_threads(args.num_threads)
-    predictor = Predictor.load(args.model_path or args.bert_output_dir, device)
+    predictor = Predictor.load(args.model_path or args.teacher, device)
     if args.export_bundle:
         logger.info("[Bundle] %s", predictor.export_bundle(args.export_bundle))
-        if sentences is None:
-            return None
+    if args.export_onnx:
+        for path in predictor.export_onnx(quantize=args.quantize):
+            logger.info("[ONNX] %s", path)
+    if sentences is None:
+        return None
     if args.enable_ort:
         if device.type != "cpu":
             raise UserError("--enable_ort runs on the CPU; add --device cpu")
@@ -112,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         check_flags(args)
-        # with --export_bundle and no --input there is nothing to label
-        only_export = args.export_bundle and args.input is None
-        sentences = None if only_export else read_sentences(args.input or "-")
+        # with an export and no --input there is nothing to label
+        only_export = (args.export_bundle or args.export_onnx) and args.input is None
+        sentences = None if only_export else read_input(args.input or "-")
         results = predict(args, sentences)
         if results is None:
             return 0

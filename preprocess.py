@@ -4,8 +4,8 @@ or a GloVe vocabulary (`.ids`).
     python preprocess.py --config=configs/config-bert-mean.json --data_dir=data/sst2 \
         --bert_model_name_or_path=./embeddings/all-MiniLM-L6-v2 --bert_do_lower_case
     python preprocess.py --config=configs/config-glove-cnn.json --data_dir=data/sst2
-    python preprocess.py --config=configs/config-glove-cnn.json --data_dir=data/sst2 --augmented \
-        --augmented_filename=transfer.txt      # the transfer set from label.py (or the seed's augmented.txt)
+    python preprocess.py --config=configs/config-glove-cnn.json --data_dir=data/sst2 --distill
+        # ... and the transfer set from label.py (transfer.txt; the seed's --augmented: augmented.txt)
 
 Writes `label.txt` (sorted labels), and for GloVe `vocab.txt` + `embedding.npy`. The GloVe
 vocabulary is rebuilt from every file converted in the same run, so all `.ids` files
@@ -22,19 +22,15 @@ import sys
 import time
 from pathlib import Path
 
-from checkpoint import load_hf_tokenizer
-from cli import common_parser
+from cli import common_parser, transfer_file
 from config import Config, config_to_dict, load_config
 from dataset import (
-    TOKENIZATION_RECORD,
     build_labels,
     build_vocab,
     count_tokens,
     label_ids,
     read_examples,
     read_glove,
-    read_labels,
-    read_tokenization_record,
     read_transfer,
     transfer_ids_line,
     write_ids,
@@ -42,6 +38,7 @@ from dataset import (
     write_vocab,
 )
 from runtime import SubwordIds, WordTokenizer
+from teachers import TOKENIZATION_RECORD, load_hf_tokenizer, read_tokenization_record
 from util import UserError, atomic_path, run_main, write_json
 
 logger = logging.getLogger(__name__)
@@ -51,13 +48,8 @@ SPLITS = ("train", "valid", "test")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                parents=[common_parser(runtime=False, teacher=True)])
+                                parents=[common_parser(runtime=False, encoder=True, distill=True)])
     p.add_argument("--embedding_path", help="GloVe text file (default embeddings/glove.6B.<token_emb_dim>d.txt)")
-    p.add_argument("--augmented", action="store_true",
-                   help="convert the augmented file as well (GloVe: the transfer set, teacher logits included)")
-    p.add_argument("--augmented_filename",
-                   help="augmented file in data_dir (default: augmented.raw for transformers, augmented.txt for GloVe; "
-                        "label.py writes transfer.txt)")
     return p
 
 
@@ -68,6 +60,9 @@ def check_flags(args: argparse.Namespace, config: Config) -> None:
             raise UserError(f"{args.config}: a transformer config needs --bert_model_name_or_path")
         if args.embedding_path:
             raise UserError("--embedding_path is for GloVe student configs, not a transformer config")
+        if args.distill or args.transfer_file:
+            raise UserError("--distill/--transfer_file convert a transfer set for GloVe students; a teacher trains on "
+                            "the splits (label.py tokenizes what it scores)")
     elif args.bert_model_name_or_path or args.bert_do_lower_case:
         raise UserError(f"--bert_model_name_or_path/--bert_do_lower_case are for teacher configs; {args.config} is a "
                         "GloVe student (its lower-casing is the config's `lowercase`)")
@@ -86,26 +81,14 @@ def preprocess_transformer(args: argparse.Namespace, config: Config, data_dir: P
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encode = SubwordIds(tokenizer.backend_tokenizer, args.bert_do_lower_case, config.n_ctx, pad_id).encode_batch
     written = {}
-    if args.augmented:
-        # the seed's command; label.py and evaluate.py --augmented tokenize as they label
-        labels = read_labels(data_dir / "label.txt")
-        name = args.augmented_filename or "augmented.raw"
-        examples = read_examples(data_dir / name)
-        index = {label: i for i, label in enumerate(labels)}
-        # augmented lines carry a placeholder label: -1 where it is not a training label
-        targets = [index.get(e.label, -1) for e in examples]
+    splits = {s: read_examples(data_dir / f"{s}.txt") for s in SPLITS}
+    labels = build_labels(splits["train"])
+    write_labels(data_dir / "label.txt", labels)
+    for split, examples in splits.items():
+        targets = label_ids(examples, labels, data_dir / f"{split}.txt")
         ids = encode([e.sentence for e in examples])
-        write_ids(data_dir / f"{name}.fs", ids, targets)
-        written[f"{name}.fs"] = len(ids)
-    else:
-        splits = {s: read_examples(data_dir / f"{s}.txt") for s in SPLITS}
-        labels = build_labels(splits["train"])
-        write_labels(data_dir / "label.txt", labels)
-        for split, examples in splits.items():
-            targets = label_ids(examples, labels, data_dir / f"{split}.txt")
-            ids = encode([e.sentence for e in examples])
-            write_ids(data_dir / f"{split}.txt.fs", ids, targets)
-            written[f"{split}.txt.fs"] = len(ids)
+        write_ids(data_dir / f"{split}.txt.fs", ids, targets)
+        written[f"{split}.txt.fs"] = len(ids)
     return {"tokenizer": str(args.bert_model_name_or_path), "lowercase": args.bert_do_lower_case,
             "mask_token": tokenizer.mask_token, "written": written}
 
@@ -119,7 +102,8 @@ def preprocess_glove(args: argparse.Namespace, config: Config, data_dir: Path) -
     targets = {s: label_ids(ex, labels, data_dir / f"{s}.txt") for s, ex in splits.items()}
     tokenize = WordTokenizer(config.tokenizer, config.lowercase)
     counts = count_tokens(tokenize(e.sentence) for ex in splits.values() for e in ex)
-    transfer = data_dir / (args.augmented_filename or "augmented.txt") if args.augmented else None
+    name = transfer_file(args)
+    transfer = data_dir / name if name else None
     if transfer is not None:
         count_tokens((tokenize(row.sentence) for row in read_transfer(transfer, len(labels))), counts)
     start = time.time()
@@ -155,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = Path(args.data_dir)
         if not data_dir.is_dir():
             raise UserError(f"{data_dir}: data directory not found (run `make data`)")
+        if config.is_transformer and args.augmented:
+            # the seed converted augmented.raw for its teacher here; label.py (and the seed's
+            # evaluate.py --augmented, which runs it) tokenizes what it scores
+            logger.info("[Augmented] nothing to convert for a teacher: evaluate.py --augmented / label.py tokenize "
+                        "the sentences they score")
+            return 0
         start = time.time()
         if config.is_transformer:
             done = preprocess_transformer(args, config, data_dir)

@@ -34,6 +34,7 @@ Word tokenizers (`tokenizer` in a GloVe student's config):
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
@@ -176,6 +177,24 @@ def ngram_features(word_ids: Sequence[int], ngrams: int, buckets: int, offset: i
     return features
 
 
+def prune_buckets(table: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A bag of n-grams' table `[vocab_size + buckets, E]` as a deployment ships it: the word
+    rows, then the n-gram rows that are not all zero (training reached them; the rest never
+    left their zero start), then one zero row, which every dropped bucket reads: the same
+    logits from a fraction of the table (SST-2's transfer set reaches about 50k of the 2M
+    buckets). Returns (the table `[vocab_size + k + 1, E]`, the kept buckets `[k]` int64,
+    ascending); `kept_bucket_rows` says which row each bucket reads."""
+    kept = np.flatnonzero((table[vocab_size:] != 0).any(axis=1)).astype(np.int64)  # [k]
+    zero = np.zeros((1, table.shape[1]), dtype=table.dtype)  # [1, E]
+    return np.concatenate([table[:vocab_size], table[vocab_size:][kept], zero]), kept
+
+
+def kept_bucket_rows(kept_buckets: Sequence[int]) -> dict[int, int]:
+    """Where `prune_buckets`' table puts each kept bucket, counted from the first n-gram row:
+    bucket kept_buckets[i] -> i. A bucket not in the dict reads row len(kept_buckets), the zero row."""
+    return {int(b): i for i, b in enumerate(kept_buckets)}
+
+
 class WordIds:
     """Sentence -> a GloVe student's input ids: its word tokenizer, the vocabulary (a word
     outside it is `<unk>`), truncation to `n_ctx` words (an empty sentence is one `<unk>`),
@@ -188,9 +207,15 @@ class WordIds:
         self.tokenizer, self.n_ctx, self.unk_id = tokenizer, n_ctx, unk_id
         self.ngrams, self.buckets, self.vocab_size = ngrams, buckets, len(vocab)
         # a bundle's bag of n-grams keeps only the buckets training reached (`kept_buckets`,
-        # ascending; model.GloveBow.without_unused_buckets): bucket kept_buckets[i] is row
-        # vocab_size + i, and every other bucket the zero row after them
-        self.bucket_rows = None if kept_buckets is None else {int(b): i for i, b in enumerate(kept_buckets)}
+        # ascending, from `prune_buckets`), and its table's rows are laid out by `kept_bucket_rows`
+        self.bucket_rows = None if kept_buckets is None else kept_bucket_rows(kept_buckets)
+
+    def pruned(self, kept_buckets: Sequence[int]) -> "WordIds":
+        """These ids for the table `prune_buckets` made, which kept only `kept_buckets` (`[k]`,
+        ascending) of the n-gram rows: the same tokenizer and vocabulary (shared, not copied)."""
+        ids = copy.copy(self)
+        ids.bucket_rows = kept_bucket_rows(kept_buckets)
+        return ids
 
     def word_ids(self, sentence: str) -> list[int]:
         """The sentence's vocabulary ids, truncated to n_ctx (at least one)."""

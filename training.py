@@ -1,6 +1,7 @@
-"""What train.py's loop stands on: the optimizer and the seed's learning-rate rules, the
-per-epoch early-stopping rule, resumable state, and one adaptor per model kind (`TeacherTask`,
-`StudentTask`) that reads the data, builds the model, computes a batch's loss and saves.
+"""Training, as train.py runs it: the optimizer and the seed's learning-rate rules, the
+early-stopping rule, resumable state, one adaptor per model kind (`TeacherTask`,
+`StudentTask`) that reads the data, builds the model, computes a batch's loss and saves, and
+the loop over a step budget (`run_training`).
 
 The optimizer flags (the seed's, as `dsindex/iclassifier` defines them, and `sgd`):
 
@@ -15,23 +16,33 @@ The optimizer flags (the seed's, as `dsindex/iclassifier` defines them, and `sgd
 - `--optimizer sgd` (fastText's training, for bags of n-grams): plain SGD with sparse
   gradients for the embedding tables and the same linear warm-up and decay;
 - all: training stops once validation has been strictly below its best for more than
-  `patience` epochs in a row (early stopping).
+  `patience` validations in a row (early stopping; with `patience_steps`, more than that
+  many steps). Validation runs after every epoch, or every `eval_steps` steps.
+
+The budget: `epochs` passes over the training set, raised to at least `min_steps` optimizer
+steps. Epochs fit one set size; users bring transfer sets from a thousand sentences to ten
+million, and a student that sees a small set for four epochs stops long before it has
+learned the teacher's scores (issue 31: 400 steps left a distilled CNN 1.3 points below its
+gold twin). A minimum in steps rescues the small set and leaves a big one as it was; the
+best validation point is kept, so extra steps cost time, not accuracy.
 """
 from __future__ import annotations
 
 import logging
 import math
+import os
 import random
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from checkpoint import (
-    load_hf_tokenizer,
     load_pretrained_teacher,
     load_student,
     load_teacher,
@@ -39,20 +50,22 @@ from checkpoint import (
     save_student,
     save_teacher,
 )
-from config import Config, TrainConfig, config_to_dict
+from config import GOLD_MIX_ALPHAS, Config, TrainConfig, config_to_dict
 from dataset import (
     TRANSFER_CHOICES,
+    TRANSFER_FILE,
     IdsData,
     bucketed_batches,
-    pad_batch,
+    count_transfer_ids,
     read_ids,
     read_labels,
-    read_tokenization_record,
     read_transfer_ids,
     read_vocab,
 )
-from model import build_student, distillation_loss, init_embeddings
-from util import UserError
+from inference import pad_batch, predict_logits
+from model import build_student, count_parameters, distillation_loss, init_embeddings
+from teachers import load_hf_tokenizer, read_tokenization_record
+from util import DistContext, UserError, amp_dtype, barrier, set_seed
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +74,12 @@ logger = logging.getLogger(__name__)
 # Optimizer and learning-rate rules
 # ---------------------------------------------------------------------------
 
-def make_optimizer(model: torch.nn.Module, train_config: TrainConfig, steps_per_epoch: int
+def make_optimizer(model: torch.nn.Module, train_config: TrainConfig, steps_per_epoch: int, total_steps: int
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR | None]:
     """The optimizer `train_config` names, and on the linear paths (`use_transformers_optimizer`,
-    `sgd`) its per-step warm-up/decay schedule (the default path has no per-step schedule:
-    `EpochRule` decays it per epoch)."""
+    `sgd`) its per-step schedule: warm-up over `warmup_epoch` epochs, then linear decay to 0
+    at `total_steps` (the budget). The default path has no per-step schedule: `EpochRule`
+    decays it per epoch."""
     tc = train_config
     if tc.optimizer == "sgd":
         # fastText's training: sparse updates of the rows a batch touches, so a table of millions
@@ -88,7 +102,7 @@ def make_optimizer(model: torch.nn.Module, train_config: TrainConfig, steps_per_
                 (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
                                        {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, fused=True)
-    total = max(1, steps_per_epoch * tc.epoch)
+    total = max(1, total_steps)
     warmup = int(tc.warmup_epoch * steps_per_epoch)
 
     def factor(step: int) -> float:
@@ -161,6 +175,7 @@ class TrainState:
     global_step: int = 0
     best_epoch: int = 0
     history: list = field(default_factory=list)
+    best_step: int = 0
 
 
 def rng_state() -> dict:
@@ -203,7 +218,7 @@ def restore(payload: dict, optimizer: torch.optim.Optimizer, scheduler: Any) -> 
         scheduler.load_state_dict(payload["scheduler"])
     set_rng_state(payload["rng"])
     state = TrainState(payload["epoch"], payload["step_in_epoch"], payload["global_step"], payload["best_epoch"],
-                       list(payload["history"]))
+                       list(payload["history"]), int(payload.get("best_step", 0)))
     return state, EpochRule(**payload["rule"])
 
 
@@ -237,10 +252,9 @@ class Task:
 
     def train_name(self) -> str:
         """The training file's name, before its `.ids`/`.fs` suffix."""
-        if not self.train_config.augmented:
+        if not self.train_config.distill:
             return "train.txt"
-        return self.train_config.augmented_filename or ("augmented.raw" if self.model_config.is_transformer
-                                                        else "augmented.txt")
+        return self.train_config.transfer_file or TRANSFER_FILE
 
     def limit(self, n: int) -> None:
         """Keep the first `n` training examples (`--train_limit`)."""
@@ -254,7 +268,7 @@ class Task:
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             logits = forward(x.to(device), lengths.to(device)).float()  # [B, K]
         gold = torch.from_numpy(data.labels[batch]).to(device)  # [B], -1: no gold label
-        if not tc.augmented:
+        if not tc.distill:
             return F.cross_entropy(logits, gold)
         teacher = torch.from_numpy(data.scores[batch]).to(device)  # [B, K]
         loss = distillation_loss(logits, teacher, tc.criterion, tc.temperature)
@@ -277,8 +291,8 @@ class TeacherTask(Task):
     def __init__(self, train_config: TrainConfig, model_config: Config, data_dir: Path, bert_model: str,
                  lowercase: bool, output: Path):
         super().__init__(train_config, model_config, data_dir)
-        if train_config.augmented:
-            raise UserError("--augmented trains a student on teacher logits; a teacher trains on gold labels")
+        if train_config.distill:
+            raise UserError("--distill/--augmented train a student on teacher logits; a teacher trains on gold labels")
         record = read_tokenization_record(data_dir)
         if record is not None and record["lowercase"] != lowercase:
             raise UserError(f"--bert_do_lower_case is {'on' if lowercase else 'off'}, but the .fs files in {data_dir} "
@@ -316,7 +330,7 @@ class StudentTask(Task):
         if matrix.shape[1] != model_config.token_emb_dim:
             raise UserError(f"{data_dir / 'embedding.npy'}: vectors of dimension {matrix.shape[1]}, but the config "
                             f"has token_emb_dim {model_config.token_emb_dim}; rerun preprocess.py with matching vectors")
-        if train_config.augmented:
+        if train_config.distill:
             self.train_data = self.transfer_lines(read_transfer_ids(data_dir / f"{name}.ids", len(self.labels)))
         else:
             self.train_data = read_ids(data_dir / f"{name}.ids", len(self.labels))
@@ -383,3 +397,267 @@ def steps_per_epoch(n_examples: int, batch_size: int, world: int) -> int:
     if steps == 0:
         raise UserError(f"{n_examples} training examples are fewer than one batch per process")
     return steps
+
+
+# ---------------------------------------------------------------------------
+# The budget and the loop (train.py runs `run_training`)
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a run trains, whatever the size of its training set: `epochs` of it, but never
+    fewer than `min_steps` optimizer steps (a transfer set of a few thousand sentences gets
+    more passes, a big one is unchanged). The last epoch stops at `total_steps`."""
+
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+
+
+def make_budget(train_config: TrainConfig, steps_in_epoch: int) -> Budget:
+    """The budget of `train_config` for epochs of `steps_in_epoch` steps."""
+    total = max(train_config.epochs * steps_in_epoch, train_config.min_steps)
+    return Budget(steps_in_epoch, total, math.ceil(total / steps_in_epoch))
+
+
+@dataclass
+class Setup:
+    """Where a run reads and writes, and on what it runs (train.py's flags, resolved)."""
+
+    data_dir: Path
+    output: Path  # a teacher directory, or a student checkpoint file
+    device: torch.device
+    backbone: str | None = None  # teachers: the Hugging Face encoder to fine-tune
+    lowercase: bool = False  # teachers: lower-case text outside special tokens
+    log_dir: str | None = None  # TensorBoard (default runs/<output name>)
+
+
+@dataclass
+class Run:
+    """One training run's parts, built by `prepare`."""
+
+    task: Task
+    model: torch.nn.Module  # the plain module (saved, validated)
+    forward: torch.nn.Module  # what trains: the module, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    state: TrainState
+    rule: EpochRule
+    budget: Budget
+    device: torch.device
+    amp: torch.dtype | None
+    writer: Any  # TensorBoard SummaryWriter on rank 0, else None
+    stop_reason: str = "budget"  # or "early stop"
+
+
+def prepare(setup: Setup, model_config: Config, train_config: TrainConfig, dist: DistContext) -> Run:
+    """Data and model (the task), DDP, optimizer and schedule over the budget, and the state
+    to resume."""
+    tc, device = train_config, setup.device
+    if not setup.data_dir.is_dir():
+        raise UserError(f"{setup.data_dir}: data directory not found (run `make data`)")
+    task: Task = (TeacherTask(tc, model_config, setup.data_dir, setup.backbone, setup.lowercase, setup.output)
+                  if model_config.is_transformer else StudentTask(tc, model_config, setup.data_dir, setup.output))
+    if tc.train_limit:
+        task.limit(tc.train_limit)
+    model = task.model.to(device)
+    forward = model
+    if dist.enabled:  # gradients averaged across ranks; `model` stays the plain module for saving
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                          find_unused_parameters=model_config.is_transformer)  # a pooler may be unused
+    budget = make_budget(tc, steps_per_epoch(len(task.train_data), tc.batch_size, dist.world_size))
+    optimizer, scheduler = make_optimizer(model, tc, budget.steps_per_epoch, budget.total_steps)
+    state, rule = TrainState(), epoch_rule(tc)
+    if tc.resume:
+        state, rule = restore(task.load_last(device), optimizer, scheduler)
+        logger.info("[Resume] from %s: epoch %d, step %d in epoch, best %s", task.last_path, state.epoch,
+                    state.step_in_epoch, rule.best)
+    writer = None
+    if dist.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(setup.log_dir or str(Path("runs") / task.output.name))
+    logger.info("[Train] %d examples, batch %d per process x %d process(es) = %d global, %s, device %s",
+                len(task.train_data), tc.batch_size, dist.world_size, tc.batch_size * dist.world_size,
+                f"teacher logits ({tc.criterion})" if tc.distill else "gold labels", device)
+    logger.info("[Budget] %d steps: %d epoch(s) of %d steps%s; validation %s", budget.total_steps, budget.epochs,
+                budget.steps_per_epoch, f" (at least {tc.min_steps} steps)" if tc.min_steps else "",
+                f"every {tc.eval_steps} steps" if tc.eval_steps else "after every epoch")
+    return Run(task, model, forward, optimizer, scheduler, state, rule, budget, device,
+               amp_dtype(tc.amp, device), writer)
+
+
+def train_step(run: Run, train_config: TrainConfig, batch: list[int]) -> float:
+    """One optimizer step on `batch`; returns its loss."""
+    loss = run.task.loss(run.forward, batch, run.device, run.amp)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if train_config.max_grad_norm > 0:
+        # sparse gradients (SGD's embedding tables) are fastText's plain updates: not clipped
+        dense = [p for p in run.model.parameters() if p.grad is not None and not p.grad.is_sparse]
+        torch.nn.utils.clip_grad_norm_(dense, train_config.max_grad_norm)
+    run.optimizer.step()
+    if run.scheduler is not None:
+        run.scheduler.step()
+    return loss.item()
+
+
+def train_epoch(run: Run, train_config: TrainConfig, epoch: int, dist: DistContext) -> tuple[int, bool]:
+    """One epoch of seeded, length-bucketed batches (from where a resumed run stopped), cut at
+    the budget, validating every `eval_steps` steps or at its end; returns the sentences seen
+    and whether training is over (budget spent or stopped early)."""
+    run.model.train()
+    tc, state, seen = train_config, run.state, 0
+    batches = epoch_batches(run.task.train_data.lengths.tolist(), tc.batch_size, tc.seed, epoch, dist.rank,
+                            dist.world_size)
+    bar = tqdm(batches[state.step_in_epoch:], desc=f"epoch {epoch + 1}/{run.budget.epochs}",
+               initial=state.step_in_epoch, total=len(batches), disable=not dist.is_main)
+    for batch in bar:
+        loss = train_step(run, tc, batch)
+        state.global_step += 1
+        state.step_in_epoch += 1
+        seen += len(batch)
+        if run.writer is not None and state.global_step % 20 == 0:
+            bar.set_postfix(loss=f"{loss:.4f}")
+            run.writer.add_scalar("train/loss", loss, state.global_step)
+            run.writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], state.global_step)
+        spent = state.global_step >= run.budget.total_steps
+        if spent or state.step_in_epoch == len(batches):
+            state.epoch, state.step_in_epoch = epoch + 1, 0
+        if (tc.eval_steps and state.global_step % tc.eval_steps == 0) or (spent and tc.eval_steps):
+            if validate(run, tc, dist, epoch) or spent:
+                return seen, True
+            run.model.train()
+        elif tc.save_steps and state.global_step % tc.save_steps == 0 and dist.is_main:
+            run.task.save(run.task.last_path, resume_payload(state, run.rule, run.optimizer, run.scheduler, tc.seed))
+        if spent:
+            break
+    state.epoch, state.step_in_epoch = epoch + 1, 0
+    spent = state.global_step >= run.budget.total_steps
+    if not tc.eval_steps:
+        return seen, validate(run, tc, dist, epoch) or spent
+    return seen, spent
+
+
+def validate(run: Run, train_config: TrainConfig, dist: DistContext, epoch: int) -> bool:
+    """Rank 0 validates, keeps the best, decays the learning rate (the seed's rule, per
+    epoch), and saves the resumable state; every rank learns whether to stop early."""
+    stop = end_of_period(run, train_config, epoch) if dist.is_main else False
+    barrier(dist)  # rank 0 validates and saves
+    if dist.enabled:
+        import torch.distributed as torch_dist
+
+        shared = [stop]
+        torch_dist.broadcast_object_list(shared, src=0)
+        stop = shared[0]
+    if stop:
+        run.stop_reason = "early stop"
+    return stop
+
+
+def end_of_period(run: Run, train_config: TrainConfig, epoch: int) -> bool:
+    """Rank 0's validation after an epoch (or `eval_steps` steps). Returns whether to stop."""
+    task, state, tc = run.task, run.state, train_config
+    logits = predict_logits(run.model, task.valid_data.seqs(range(len(task.valid_data))), tc.eval_batch_size,
+                            task.pad_id, run.device, "valid", run.amp)
+    gold = torch.from_numpy(task.valid_data.labels)
+    metrics = {"accuracy": (logits.argmax(-1) == gold).float().mean().item(),
+               "loss": torch.nn.functional.cross_entropy(logits, gold).item()}
+    improved, decay, stop = run.rule.after_epoch(epoch, metrics[tc.measure])
+    for name, value in metrics.items():
+        run.writer.add_scalar(f"valid/{name}", value, state.global_step)
+    lr = run.optimizer.param_groups[0]["lr"]
+    state.history.append({"epoch": epoch + 1, "step": state.global_step, **metrics, "lr": lr})
+    logger.info("[Valid] epoch %d, step %d: accuracy %.4f, loss %.4f, lr %.3g%s", epoch + 1, state.global_step,
+                metrics["accuracy"], metrics["loss"], lr, " (best)" if improved else "")
+    if improved:
+        state.best_epoch, state.best_step = epoch + 1, state.global_step
+        task.save(task.output, {"epoch": state.epoch, "global_step": state.global_step, "best_metric": run.rule.best,
+                                "best_epoch": state.best_epoch, "best_step": state.best_step})
+    if decay:
+        for group in run.optimizer.param_groups:
+            group["lr"] *= tc.lr_decay_rate
+        logger.info("[Decay] lr x %g after %d epoch(s) without improvement", tc.lr_decay_rate, tc.lr_decay_steps)
+    task.save(task.last_path, resume_payload(state, run.rule, run.optimizer, run.scheduler, tc.seed))
+    if stop:
+        patience = f"{tc.patience_steps} steps" if tc.patience_steps else \
+            f"{tc.patience} validation(s)" if tc.eval_steps else f"{tc.patience} epochs"
+        logger.info("[Early stop] validation below its best for more than %s", patience)
+    return stop
+
+
+def run_training(setup: Setup, model_config: Config, train_config: TrainConfig, dist: DistContext) -> dict | None:
+    """Prepare, train within the budget (validating and saving on rank 0), and return rank 0's
+    results (history, best, budget used, speed)."""
+    run = prepare(setup, model_config, train_config, dist)
+    start, seen, train_seconds = time.time(), 0, 0.0
+    for epoch in range(run.state.epoch, run.budget.epochs):
+        epoch_start = time.time()
+        n, over = train_epoch(run, train_config, epoch, dist)
+        seen += n
+        train_seconds += time.time() - epoch_start
+        if over:
+            break
+    if run.writer is not None:
+        run.writer.close()
+    if not dist.is_main:
+        return None
+    state = run.state
+    logger.info("[Best] valid %s %.4f at step %d (epoch %d) of %d; %s; saved to %s", train_config.measure,
+                run.rule.best, state.best_step, state.best_epoch, state.global_step, run.stop_reason, run.task.output)
+    return {"best_" + train_config.measure: run.rule.best, "best_epoch": state.best_epoch,
+            "best_step": state.best_step, "steps": state.global_step, "budget_steps": run.budget.total_steps,
+            "steps_per_epoch": run.budget.steps_per_epoch, "stop": run.stop_reason, "history": state.history,
+            "train_examples": len(run.task.train_data), "processes": dist.world_size,
+            "train_sentences_per_s": round(seen * dist.world_size / train_seconds, 1) if train_seconds else None,
+            "seconds": round(time.time() - start, 1), **count_parameters(run.model)}
+
+
+def gold_mix_alphas(setup: Setup, train_config: TrainConfig) -> tuple[float, ...]:
+    """The alphas to train with: the one given, or with --alpha auto every GOLD_MIX_ALPHAS
+    value when the transfer set's chosen lines are fewer than gold_mix_below and some carry
+    a gold label (else 0: a big transfer set teaches more than the gold labels)."""
+    tc = train_config
+    if not tc.alpha_auto:
+        return (tc.alpha,)
+    path = setup.data_dir / f"{tc.transfer_file}.ids"
+    lines, gold = count_transfer_ids(path, TRANSFER_CHOICES[tc.transfer], tc.gold_mix_below)
+    small = lines < tc.gold_mix_below
+    logger.info("[Gold mix] %s: %s lines (%d with gold labels): %s", path, f"{lines:,}" if small else
+                f">= {lines:,}", gold, f"alpha chosen on valid among {list(GOLD_MIX_ALPHAS)}" if small and gold
+                else "alpha 0 (the transfer set is big enough)" if gold else "alpha 0 (no gold labels)")
+    return GOLD_MIX_ALPHAS if small and gold else (0.0,)
+
+
+def choose_alpha(setup: Setup, model_config: Config, train_config: TrainConfig, dist: DistContext,
+                 alphas: tuple[float, ...]) -> dict | None:
+    """One run per alpha, each to `<output>.alpha<a>` from the same seed; rank 0 keeps the one
+    best on valid under the output's name and removes the others. Returns its results, with
+    every trial's best validation score."""
+    trials = []
+    for alpha in alphas:
+        set_seed(train_config.seed + dist.rank)
+        out = setup.output.with_name(f"{setup.output.name}.alpha{alpha:g}")
+        logs = f"{setup.log_dir}.alpha{alpha:g}" if setup.log_dir else None
+        results = run_training(replace(setup, output=out, log_dir=logs), model_config,
+                               replace(train_config, alpha=alpha), dist)
+        trials.append((alpha, out, results))
+    if not dist.is_main:
+        return None
+    key = "best_" + train_config.measure
+    best = trials[0]
+    for trial in trials[1:]:
+        if better(trial[2][key], best[2][key], train_config.measure):
+            best = trial
+    for alpha, out, _ in trials:
+        for suffix in ("", ".last"):
+            path = Path(f"{out}{suffix}")
+            if alpha == best[0]:
+                os.replace(path, f"{setup.output}{suffix}")
+            else:
+                path.unlink(missing_ok=True)
+    logger.info("[Gold mix] alpha %g kept: valid %s %s", best[0], train_config.measure,
+                ", ".join(f"{r[key]:.4f} (alpha {a:g})" for a, _, r in trials))
+    return {**best[2], "alpha": best[0], "alpha_trials": [{"alpha": a, key: r[key]} for a, _, r in trials]}

@@ -6,8 +6,10 @@ table is rebuilt from the runs' results files after each one.
     python scripts/ablation.py --stage data                 # only the n-gram-sample data set
     python scripts/ablation.py --stage train --device cuda --jobs 6   # the runs, side by side on a GPU
 
-It stands on `make distill` (the teacher in checkpoints/sst2/teacher and the transfer set,
-data/sst2/transfer.txt). The `data` stage builds data/sst2-sample with the pipeline's own
+It stands on `make distill` (its transfer set, data/sst2/transfer.txt, and its teacher, which
+checkpoints/sst2/recipe.json records: the classifier it was given, as in the published run's
+`make distill TEACHER=checkpoints/minilm-sst2-hf`, or the encoder it fine-tuned into
+checkpoints/sst2/teacher). The `data` stage builds data/sst2-sample with the pipeline's own
 augmentation and labeling stages (pipeline.py) and `ngram_mode` "sample", labeled by the same
 teacher. The runs learn from the training and augmented sentences (transfer `augmented`). Each
 run uses the student's recipe (configs/recipe-sst2.json); only the named setting changes.
@@ -29,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from checkpoint import load_hf_tokenizer  # noqa: E402
+from teachers import load_hf_tokenizer  # noqa: E402
 from config import STUDENT_KINDS, load_config, load_recipe  # noqa: E402
 from pipeline import Pipeline, augment_step, label_step, local_files, student_data_step, student_steps  # noqa: E402,E501
 from util import (  # noqa: E402
@@ -84,6 +86,19 @@ def relative(path: Path) -> Path:
         return path
 
 
+def distill_teacher(run: Path) -> str:
+    """The teacher that `make distill` labeled with, from the run's `recipe.json` (scripts/distill.py
+    writes it into checkpoints/<name>): the classifier it was given, or the one it fine-tuned into
+    `run`/teacher."""
+    plan = run / "recipe.json"
+    if not plan.is_file():
+        raise UserError(f"{plan}: not found (run `make distill` first, or give --teacher)")
+    teacher = read_json(plan)["teacher"]
+    if teacher["kind"] == "file":
+        raise UserError(f"{plan}: that run brought scores, not a teacher; give --teacher")
+    return teacher["source"] if teacher["kind"] == "ready" else str(run / "teacher")
+
+
 def count_lines(path: Path) -> int:
     with open(path, encoding="utf-8") as f:
         return sum(1 for _ in f)
@@ -129,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", default="configs/recipe-sst2.json")
     p.add_argument("--data_dir", default="data/sst2", help="the `make distill` data (n-gram masking)")
     p.add_argument("--sample_dir", default="data/sst2-sample", help="where the n-gram-sample data goes")
-    p.add_argument("--teacher", default="checkpoints/sst2/teacher", help="the `make distill` teacher")
+    p.add_argument("--teacher", help="default: the teacher of the `make distill` run (its recipe.json)")
     p.add_argument("--out_dir", default="checkpoints/sst2-ablation")
     p.add_argument("--results", default="results/ablation.md")
     p.add_argument("--embedding_path", default="embeddings/glove.6B.50d.txt")
@@ -164,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copyfile(source / name, sample / name)
             tokenizer = load_config(ROOT / student_cfg).tokenizer
             sampled = dataclasses.replace(recipe, ngram_mode="sample")
-            mask = recipe.mask_token or load_hf_tokenizer(args.teacher).mask_token
+            teacher = args.teacher or distill_teacher(ROOT / "checkpoints" / source.resolve().name)
+            mask = recipe.mask_token or load_hf_tokenizer(teacher).mask_token
             for step in [augment_step(sampled, rel["sample"], mask, tokenizer),
-                         label_step(sampled, rel["sample"], student_cfg, args.teacher, local_files(args.teacher),
+                         label_step(sampled, rel["sample"], student_cfg, teacher, local_files(teacher),
                                     augmented=True),
                          student_data_step(rel["sample"], student_cfg, args.embedding_path, tag=" (sample)")]:
                 pipeline.run(step)

@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dataset import read_examples  # noqa: E402
 from timing import summary, time_calls  # noqa: E402
 from util import (  # noqa: E402
     UserError,
@@ -45,19 +46,13 @@ RUNTIMES = ("pytorch", "onnxruntime", "onnxruntime-int8", "numpy")
 MODELS = ("teacher", "cnn", "densenet-cnn", "densenet-dsa", "bilstm", "bow", "dan")
 
 
-def read_test(path: Path) -> tuple[list[str], list[str]]:
-    """Sentences and gold labels of a `sentence<TAB>label` file (no torch needed)."""
-    rows = [line.rstrip("\r\n").split("\t") for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    return [r[0].strip() for r in rows], [r[-1].strip() for r in rows]
-
-
 def prepare(args: argparse.Namespace) -> dict:
     """Load (or stand in for) one model, export its bundles, and say where they are."""
     import torch
 
     from checkpoint import load_pretrained_teacher, save_student, save_teacher
     from config import STUDENT_KINDS, load_config
-    from dataset import build_labels, build_vocab, count_tokens, read_examples, read_glove, read_vocab
+    from dataset import build_labels, build_vocab, count_tokens, read_glove, read_vocab
     from inference import Predictor, quantize_onnx
     from model import build_student, init_embeddings
     from runtime import WordTokenizer
@@ -80,7 +75,7 @@ def prepare(args: argparse.Namespace) -> dict:
             source = work / "random-teacher"
             config = load_config(ROOT / "configs/config-bert-mean.json")
             model = load_pretrained_teacher(args.teacher_model, labels, config)
-            from checkpoint import load_hf_tokenizer
+            from teachers import load_hf_tokenizer
 
             save_teacher(source, model, config, load_hf_tokenizer(args.teacher_model), labels, lowercase=True)
         else:
@@ -109,14 +104,15 @@ def worker(args: argparse.Namespace) -> list[dict]:
     import numpy as np
 
     info = json.loads(args.prepared)
-    sentences, gold = read_test(Path(args.data_dir) / "test.txt")
+    examples = read_examples(Path(args.data_dir) / "test.txt")  # dataset.py imports no torch
+    sentences, gold = [e.sentence for e in examples], [e.label for e in examples]
     timed = sentences[: args.n]
     records = []
     for threads in (1, os.cpu_count() or 1):
         if args.runtime == "pytorch":
             import torch
 
-            from dataset import pad_batch
+            from inference import pad_batch
             from inference import Predictor
 
             torch.set_num_threads(threads)

@@ -34,10 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from checkpoint import TEACHER_META, is_teacher, load_hf_tokenizer, teacher_labels  # noqa: E402
 from config import STUDENT_KINDS, Recipe, config_to_dict, load_config, load_recipe  # noqa: E402
-from dataset import (TRANSFER_CHOICES, build_labels, parse_label_map, read_examples, read_labels, teacher_columns,  # noqa: E402
-                     tokenizer_lowercases)
+from dataset import TRANSFER_CHOICES, build_labels, read_examples, read_labels  # noqa: E402
 from pipeline import (  # noqa: E402
     SPLITS,
     TEACHER_CONFIGS,
@@ -52,6 +50,8 @@ from pipeline import (  # noqa: E402
     teacher_eval_steps,
     teacher_steps,
 )
+from teachers import (is_teacher, load_hf_tokenizer, parse_label_map, teacher_columns, teacher_labels,  # noqa: E402
+                      teacher_summary, tokenizer_lowercases)
 from util import UserError, atomic_write_text, cpu_model, read_json, run_main, write_json  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -151,9 +151,7 @@ def plan_teacher(args: argparse.Namespace, recipe: Recipe, labels: list[str]) ->
         raise UserError(f"{teacher}: its tokenizer has no mask token; set mask_token in the recipe")
     if ready:
         teacher_columns(teacher_labels(teacher), labels, parse_label_map(args.label_map), teacher)
-        meta = Path(teacher) / TEACHER_META
-        head = read_json(meta)["config"]["enc_class"] if meta.is_file() else "hf"
-        lowercase = bool(read_json(meta).get("lowercase")) if meta.is_file() else tokenizer_lowercases(tokenizer)
+        head, lowercase = teacher_summary(teacher, tokenizer)
         return TeacherPlan("ready", teacher, Path(teacher).name, lowercase, mask, TEACHER_CONFIGS[head])
     return TeacherPlan("finetune", teacher, Path(teacher).name, tokenizer_lowercases(tokenizer), mask,
                        args.teacher_config or recipe.teacher.config)
@@ -218,6 +216,16 @@ def accuracy_cell(results: list[dict]) -> str:
     return f"{mean:.2f} ± {std:.2f} ({len(accs)} seeds: {', '.join(f'{a:.2f}' for a in accs)})"
 
 
+def budget_cell(trained: list[dict]) -> str:
+    """The first run's budget as used: best step / steps run (stop reason), and a chosen alpha."""
+    if not trained or "steps" not in trained[0]:
+        return ""
+    t = trained[0]
+    tried = ", ".join(f"{a['alpha']:g}" for a in t.get("alpha_trials", []))
+    alpha = f"; alpha {t['alpha']:g} of {tried}" if tried else ""
+    return f"{t['best_step']:,} / {t['steps']:,} ({t['stop']}){alpha}"
+
+
 def transfer_summary(work: Path, transfers: list[str]) -> str:
     """A sentence on the transfer set: its sources and what was dropped (from label.py's results)."""
     res = read_results(work / "transfer.txt.results.json")
@@ -237,17 +245,18 @@ def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherP
 
     def row(name: str, trained_on: str, results: list[dict], train_results: list[Path], padded: Path | None) -> str:
         if not results:
-            return f"| {name} | {trained_on} | (not run yet) | | | | | |"
+            return f"| {name} | {trained_on} | (not run yet) | | | | | | |"
         res = results[0]
-        train_s = [t["seconds"] for t in map(read_results, train_results) if t]
+        trained = [t for t in map(read_results, train_results) if t]
+        train_s = [t["seconds"] for t in trained]
         pad = read_results(padded) if padded else None
         return (f"| {name} | {trained_on} | {accuracy_cell(results)} | {res['ms_per_example']:.3f} | "
                 f"{'' if pad is None else format(pad['ms_per_example'], '.3f')} | "
                 f"{res['parameters']:,} | {res['parameters_without_embeddings']:,} | "
-                f"{f'{sum(train_s) / len(train_s) / 60:.1f}' if train_s else ''} |")
+                f"{f'{sum(train_s) / len(train_s) / 60:.1f}' if train_s else ''} | {budget_cell(trained)} |")
 
     if teacher.kind == "file":
-        rows = [f"| teacher: {teacher.name} | (scores from a file; no teacher ran) | | | | | | |"]
+        rows = [f"| teacher: {teacher.name} | (scores from a file; no teacher ran) | | | | | | | |"]
     else:
         teacher_res = read_results(out / "teacher.results.json")
         rows = [row(f"{teacher.name} teacher", "gold labels (fine-tuned here)" if teacher.kind == "finetune"
@@ -279,8 +288,11 @@ def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherP
         + "; the students' epochs and learning rates are in the recipe.",
         transfer_summary(data, transfers), "",
         "| model | trained on | test accuracy % | ms/example | padded ms/example | parameters | without embeddings "
-        "| train min |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
+        "| train min | steps: best / run (stop) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
+        "*steps*: the optimizer step of the checkpoint kept (best on valid) and the steps run, with why training "
+        "stopped (`budget`: the recipe's epochs, at least its min_steps; `early stop`: no gain on valid for "
+        "patience_steps), and the gold-label weight alpha when it was chosen on valid; first seed's run.", "",
         f"Wall time of the stages that ran: {total / 60:.1f} min ({stages}).", "",
     ]
     atomic_write_text(path, "\n".join(lines))

@@ -26,6 +26,11 @@ NEUTRAL = ["the", "a", "movie", "film", "plot", "acting", "is", "was", "and", "v
 EMB_DIM = 8
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # `make test-fast` deselects these (-m "not slow"); each test file keeps a fast test of its own
+    config.addinivalue_line("markers", "slow: a whole-pipeline, torchrun or bench run, over 10 s on 2 cores")
+
+
 def make_sentence(rng: random.Random, label: int) -> str:
     """A short sentence with two words of its class among neutral words."""
     words = [rng.choice(NEUTRAL) for _ in range(rng.randint(2, 8))]

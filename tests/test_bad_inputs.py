@@ -50,16 +50,18 @@ def test_absurdly_long_line_is_truncated(data_dir, glove_path, student_config):
 
 
 PRED_CASES = {
-    "logit count": ("a fine film\t0.5\n", "expected 2 teacher logits (one per label), found 1"),
-    "non-numeric logit": ("a fine film\t0.5 abc\n", "teacher logits must be numbers"),
-    "infinite logit": ("a fine film\t0.5 inf\n", "teacher logits must be finite"),
+    "logit count": ("a fine film\taugmented\t\t0.5\n", "expected 2 teacher logits (one per label), found 1"),
+    "non-numeric logit": ("a fine film\taugmented\t\t0.5 abc\n", "teacher logits must be numbers"),
+    "infinite logit": ("a fine film\taugmented\t\t0.5 inf\n", "teacher logits must be finite"),
+    "the seed's old two columns": ("a fine film\t0.5 0.5\n", "expected 'sentence<TAB>source<TAB>gold<TAB>logits'"),
+    "unknown source": ("a fine film\tguessed\t\t0.5 0.5\n", "unknown source 'guessed'"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(PRED_CASES))
 def test_bad_teacher_logits(case, data_dir, glove_path, student_config, capsys):
     content, needle = PRED_CASES[case]
-    (data_dir / "augmented.txt").write_text("a good movie\t1.0 -1.0\n" + content)
+    (data_dir / "augmented.txt").write_text("a good movie\toriginal\t1\t1.0 -1.0\n" + content)
     config = student_config("cnn")
     check_refused(capsys, preprocess, [f"--config={config}", f"--data_dir={data_dir}",
                                        f"--embedding_path={glove_path}", "--augmented"], f"augmented.txt:2: {needle}")
@@ -141,7 +143,19 @@ FLAG_CASES = {
                                    "--temperature is not used by MSELoss"),
     "train temperature on gold": (train, "--config={student} --temperature=2",
                                   "--temperature is not used by CrossEntropyLoss on gold labels"),
-    "train alpha without logits": (train, "--config={student} --alpha=0.5", "need teacher logits: add --augmented"),
+    "train alpha without logits": (train, "--config={student} --alpha=0.5", "need teacher logits: add --distill"),
+    "train gold-mix size without auto": (train, "--config={student} --distill --gold_mix_below=10",
+                                         "add --alpha auto"),
+    "train alpha auto with resume": (train, "--config={student} --distill --alpha=auto --resume",
+                                     "give --alpha a value"),
+    "train patience steps without eval steps": (train, "--config={student} --patience_steps=100",
+                                                "add --eval_steps"),
+    "train eval steps with plateau decay": (train, "--config={student} --eval_steps=10 --lr_decay_rate=0.5",
+                                            "decays on a plateau of epochs"),
+    "train min steps for a teacher": (train, "--config={teacher} --min_steps=10 --bert_model_name_or_path=x",
+                                      "a teacher is fine-tuned for --epochs"),
+    "train distill for a teacher": (preprocess, "--config={teacher} --bert_model_name_or_path=x --distill",
+                                    "a teacher trains on the splits"),
     "train alpha for a teacher": (train, "--config={teacher} --augmented --alpha=0.5 --bert_model_name_or_path=x",
                                   "--alpha mixes gold labels into a student's distillation"),
     "train decay rate on the linear schedule": (train, "--config={student} --use_transformers_optimizer "
@@ -149,16 +163,15 @@ FLAG_CASES = {
     "train decay steps on the linear schedule": (train, "--config={student} --use_transformers_optimizer "
                                                  "--lr_decay_steps=3", "have their own linear schedule"),
     "train warm-up past the end": (train, "--config={student} --use_transformers_optimizer --warmup_epoch=2 "
-                                   "--epoch=2", "--warmup_epoch 2 >= --epoch 2"),
+                                   "--epoch=2", "--warmup_epoch 2 >= --epochs 2"),
     "train teacher without a backbone": (train, "--config={teacher}", "needs --bert_model_name_or_path"),
     "train student with lower-casing flag": (train, "--config={student} --bert_do_lower_case",
                                              "are for teacher configs"),
-    "evaluate quantize without export": (evaluate, "--config={student} --quantize_onnx", "add --convert_onnx"),
     "evaluate onnx path without ort": (evaluate, "--config={student} --onnx_path=m.onnx", "--enable_ort/--enable_openvino runs: add one"),
     "evaluate amp in ort": (evaluate, "--config={student} --enable_ort --amp=bf16", "--amp autocasts PyTorch"),
     "evaluate labeling with a student": (evaluate, "--config={student} --augmented", "labels with a teacher"),
-    "evaluate label chunk without labeling": (evaluate, "--config={teacher} --label_chunk=5",
-                                              "are for --augmented labeling"),
+    "evaluate latency flag with seed labeling": (evaluate, "--config={teacher} --augmented --pad_to_n_ctx",
+                                                 "--pad_to_n_ctx is for test evaluation"),
     "preprocess backbone for a student": (preprocess, "--config={student} --bert_model_name_or_path=x",
                                           "are for teacher configs"),
     "preprocess lower-casing for a student": (preprocess, "--config={student} --bert_do_lower_case",
@@ -188,6 +201,8 @@ def test_evaluate_has_no_set_and_predict_takes_one_source(data_dir, student_conf
         assert e.value.code == 2
     check_refused(capsys, predict, [f"--bundle={tmp_path}", "--enable_ort"], "are for checkpoints")
     check_refused(capsys, predict, ["--model_path=a.pt", "--onnx_path=a.onnx"], "add --enable_ort")
+    check_refused(capsys, predict, ["--model_path=a.pt", "--quantize"], "add --export_onnx")
+    check_refused(capsys, predict, [f"--bundle={tmp_path}", "--export_onnx"], "are for checkpoints")
     check_refused(capsys, predict, [f"--bundle={tmp_path}", f"--input={data_dir / 'test.txt'}"],
                   "cannot load the bundle")
     check_refused(capsys, augment_data, ["--input", str(data_dir / "train.txt"), "--output", str(tmp_path / "a.raw"),
@@ -205,11 +220,21 @@ def test_train_defaults_differ_by_kind(student_config, make_teacher_config, data
         return train.resolve_train_config(args, load_config(config))
 
     teacher = resolved(make_teacher_config("bert"), "--bert_model_name_or_path=x")
-    assert (teacher.lr, teacher.epoch, teacher.batch_size) == (2e-5, 3, 32)
+    assert (teacher.lr, teacher.epochs, teacher.batch_size) == (2e-5, 3, 32)
     student = resolved(student_config("cnn"))
-    assert (student.lr, student.epoch, student.batch_size) == (1e-3, 5, 128)
+    assert (student.lr, student.epochs, student.batch_size) == (1e-3, 5, 128)
+    assert (student.min_steps, student.eval_steps, student.alpha, student.alpha_auto) == (0, 0, 0.0, False)
     assert (student.warmup_epoch, student.lr_decay_steps, student.patience) == (4.0, 2, 7)
     assert student.criterion == "CrossEntropyLoss"
     assert resolved(student_config("cnn"), "--use_transformers_optimizer").warmup_epoch == 0.0
     assert resolved(student_config("cnn"), "--augmented").criterion == "MSELoss"
+    # the seed's --augmented reads its augmented.txt; --distill reads label.py's transfer.txt
+    assert resolved(student_config("cnn"), "--augmented").transfer_file == "augmented.txt"
+    assert resolved(student_config("cnn"), "--distill").transfer_file == "transfer.txt"
+    assert resolved(student_config("cnn"), "--augmented", "--augmented_filename=x.txt").transfer_file == "x.txt"
+    # the seed's --epoch and --epochs are one flag; --patience_steps is counted in validations
+    assert resolved(student_config("cnn"), "--epoch=7").epochs == 7
+    patient = resolved(student_config("cnn"), "--use_transformers_optimizer", "--eval_steps=50",
+                       "--patience_steps=120")
+    assert (patient.patience, patient.patience_steps) == (2, 120)
     assert resolved(student_config("cnn"), "--lr=0.5", "--epoch=2").lr == 0.5

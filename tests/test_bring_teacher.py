@@ -120,9 +120,11 @@ def test_unlabeled_text_drops_and_counts_test_sentences(classifier, data_dir, tm
     capsys.readouterr()
     assert label.main([f"--teacher={teacher}", f"--data_dir={data_dir}", f"--unlabeled={unlabeled}",
                        "--device=cpu"]) == 0
-    assert "unlabeled: 3 lines read, 1 kept, 1 duplicates dropped, 1 dropped as valid/test" in capsys.readouterr().err
+    assert "unlabeled: 3 lines read, 1 kept (0 with a gold label), 1 duplicates dropped, 1 dropped as valid/test" \
+        in capsys.readouterr().err
     results = json.loads((data_dir / "transfer.txt.results.json").read_text())
-    assert results["sources"]["unlabeled"] == {"read": 3, "kept": 1, "duplicates": 1, "in_valid_or_test": 1}
+    assert results["sources"]["unlabeled"] == {"read": 3, "kept": 1, "duplicates": 1, "in_valid_or_test": 1,
+                                               "with_gold": 0}
     rows = list(read_transfer(data_dir / "transfer.txt", 2))
     assert [r.sentence for r in rows if r.source == "unlabeled"] == ["an entirely new sentence here"]
     assert test_sentence.upper() not in {r.sentence for r in rows}
@@ -164,6 +166,7 @@ def test_teacher_scores_from_a_file_enter_as_centred_log_probabilities(data_dir,
     assert abs(sure.sum()) < 1e-9 and sure[1] - sure[0] == pytest.approx(-math.log(1e-6))  # floored at 1e-6
 
 
+@pytest.mark.slow
 def test_driver_with_a_ready_classifier_runs_no_teacher_training(classifier, tmp_path, capsys):
     from test_driver import commands, write_recipe
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import predict
-from checkpoint import load_hf_tokenizer, load_pretrained_teacher, save_student, save_teacher
+from checkpoint import load_pretrained_teacher, save_student, save_teacher
+from teachers import load_hf_tokenizer
 from config import config_from_dict
 from conftest import EMB_DIM, NEGATIVE, NEUTRAL, POSITIVE, ROOT, TINY_STUDENTS
 from inference import Predictor

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import augment_data
 import evaluate
 import label
@@ -49,21 +51,15 @@ def test_student_under_torchrun_matches_single_process(data_dir, glove_path, stu
                           "--device=cpu"]) == 0
 
 
+@pytest.mark.slow
 def test_teacher_labeling_under_torchrun_is_identical(data_dir, tiny_transformer, trained_teacher, tmp_path):
     teacher, config = trained_teacher
     assert augment_data.main(["--input", str(data_dir / "train.txt"), "--output", str(data_dir / "augmented.raw"),
                               "--n_iter", "2", "--analyzer", "none"]) == 0
-    base = [f"--config={config}", f"--data_dir={data_dir}", f"--bert_output_dir={teacher}", "--batch_size=16",
-            "--augmented", "--device=cpu"]
-    assert evaluate.main([*base, "--num_threads=1"]) == 0
-    single = (data_dir / "augmented.raw.pred").read_bytes()
-    (data_dir / "augmented.raw.pred").unlink()
-    torchrun("evaluate.py", *base)
-    assert (data_dir / "augmented.raw.pred").read_bytes() == single
-    # label.py shards the same way, unlabeled text included
+    # label.py shards batches over the ranks, augmented sentences and unlabeled text included
     unlabeled = tmp_path / "unlabeled.txt"
     unlabeled.write_text("".join(f"{w} film and {v} plot\n" for w in ("good", "dull", "warm") for v in ("a", "the")))
-    label_args = [f"--teacher={teacher}", f"--data_dir={data_dir}", "--augmented", f"--unlabeled={unlabeled}",
+    label_args = [f"--teacher={teacher}", f"--data_dir={data_dir}", "--augmentations", f"--unlabeled={unlabeled}",
                   "--batch_size=16", "--label_chunk=50", "--device=cpu"]
     assert label.main([*label_args, "--num_threads=1", f"--output={tmp_path / 'single.txt'}"]) == 0
     torchrun("label.py", *label_args, f"--output={tmp_path / 'ddp.txt'}")

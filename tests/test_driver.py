@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from checkpoint import load_hf_tokenizer
+from teachers import load_hf_tokenizer
 from config import STUDENT_KINDS
 from conftest import ROOT, THREE_CLASS_WORDS, refused, write_glove, write_student_config, write_three_class
 from dataset import read_labels, read_transfer
@@ -48,6 +48,7 @@ def commands(printed: str) -> list[str]:
     return [line for line in printed.splitlines() if line.startswith("$ ")]
 
 
+@pytest.mark.slow
 def test_distill_driver_runs_skips_and_reruns_by_content(tmp_path, tiny_transformer, capsys):
     source = write_data(tmp_path / "toy")
     configs = tmp_path / "configs"
@@ -108,7 +109,7 @@ def test_distill_driver_runs_skips_and_reruns_by_content(tmp_path, tiny_transfor
     bow_steps = {name for name in steps if name.startswith(("train bow distill", "evaluate bow distill"))}
     assert {"train bow distill", "evaluate bow distill"} <= bow_steps
     assert len(rerun) == len(bow_steps)
-    assert "train.py" in rerun[0] and "--epoch=1" in rerun[0] and "bow-distill.pt" in rerun[0]
+    assert "train.py" in rerun[0] and "--epochs=1" in rerun[0] and "bow-distill.pt" in rerun[0]
     assert all("evaluate.py" in c and "bow-distill.pt" in c for c in rerun[1:])
     after = json.loads((out / "pipeline.json").read_text())
     assert sorted(after) == sorted(steps)

@@ -48,9 +48,8 @@ def test_string_labels_multiclass_and_predict_agrees_with_evaluate(glove_path, s
     assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in rows)
     # the same through ONNX Runtime, once exported
     assert predict.main([f"--model_path={save}", f"--input={data / 'test.txt'}", "--enable_ort", "--device=cpu"]) == 1
-    assert "export it first with evaluate.py --convert_onnx" in capsys.readouterr().err
-    assert evaluate.main([f"--config={config}", f"--data_dir={data}", f"--model_path={save}", "--device=cpu",
-                          "--convert_onnx"]) == 0
+    assert "export it first with predict.py --export_onnx" in capsys.readouterr().err
+    assert predict.main([f"--model_path={save}", "--device=cpu", "--export_onnx"]) == 0
     out_ort = tmp_path / "pred-ort.tsv"
     assert predict.main([f"--model_path={save}", f"--input={data / 'test.txt'}", f"--output={out_ort}",
                          "--enable_ort", "--device=cpu"]) == 0
@@ -69,7 +68,7 @@ def test_alpha_weights_gold_and_teacher_terms():
     from training import StudentTask
 
     task = object.__new__(StudentTask)  # only loss(): no data directory needed
-    task.train_config = TrainConfig(lr=1e-3, epoch=1, batch_size=3, augmented=True, alpha=0.2, criterion="MSELoss")
+    task.train_config = TrainConfig(lr=1e-3, epochs=1, batch_size=3, distill=True, alpha=0.2, criterion="MSELoss")
     task.pad_id = 0
     scores = np.array([[2.0, -1.0], [0.5, 0.5], [-3.0, 1.0]], dtype=np.float32)
     task.train_data = IdsData(np.array([1, 2, 3, 4], dtype=np.int32), np.array([0, 1, 3, 4]),

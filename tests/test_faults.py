@@ -15,6 +15,7 @@ import torch
 
 import augment_data
 import evaluate
+import label as label_stage
 import preprocess
 import train
 
@@ -78,18 +79,18 @@ def test_labeling_killed_resumes_and_same_seed_gives_same_bytes(data_dir, glove_
     assert augment_data.main([*args, "--output", str(raw)]) == 0
     assert augment_data.main([*args, "--output", str(tmp_path / "again.raw"), "--parallel", "--num_workers", "2"]) == 0
     assert sha(raw) == sha(tmp_path / "again.raw")
-    label = [f"--config={tcfg}", f"--data_dir={data_dir}", f"--bert_output_dir={teacher}", "--batch_size=8",
-             "--augmented", "--device=cpu", "--num_threads=1", "--label_chunk=8"]
     pred = data_dir / "augmented.raw.pred"
-    assert evaluate.main(label) == 0
+    label = [f"--teacher={teacher}", f"--data_dir={data_dir}", "--augmentations", f"--output={pred}",
+             "--batch_size=8", "--device=cpu", "--num_threads=1", "--label_chunk=8"]
+    assert label_stage.main(label) == 0
     first = sha(pred)
     pred.unlink()
     partial = Path(f"{pred}.partial")
-    proc = start("evaluate.py", *label)
+    proc = start("label.py", *label)
     killed = kill_when(proc, lambda: partial.exists() and partial.stat().st_size > 2000)
     assert killed, "labeling finished before it could be killed"
     assert not pred.exists()
-    assert evaluate.main(label) == 0
+    assert label_stage.main(label) == 0
     assert sha(pred) == first and not partial.exists()
     # students from the same seed predict the same
     import shutil

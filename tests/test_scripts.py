@@ -5,6 +5,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 import preprocess
 from conftest import write_agreeing_transfer
 
@@ -41,6 +43,7 @@ def test_ablation_training_stage_writes_a_row_per_run(data_dir, glove_path, stud
     assert "unknown run 'nonsense'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_on_random_weights(data_dir, tiny_transformer, tmp_path):
     """QUICK bench with no checkpoints: random-weight stand-ins (the students from their configs
     in configs/, the teacher a random head on the tiny BERT), every runtime, each in its process."""

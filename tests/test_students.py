@@ -12,12 +12,14 @@ import pytest
 import torch
 
 import evaluate
+import predict
 import preprocess
 import train
 from checkpoint import load_student
 from config import STUDENT_KINDS, config_from_dict, load_config
 from conftest import EMB_DIM, ROOT, TINY_STUDENTS, error_lines, refused
-from dataset import pad_batch, read_ids
+from dataset import read_ids
+from inference import pad_batch
 from inference import predict_logits
 from model import build_student, count_parameters, distillation_loss
 
@@ -255,7 +257,7 @@ def test_onnx_export_agrees_with_pytorch(enc_class, data_dir, glove_path, studen
     save = tmp_path / f"{enc_class}.pt"
     run_student(data_dir, glove_path, config, save, epochs=1)
     base = [f"--config={config}", f"--data_dir={data_dir}", f"--model_path={save}", "--device=cpu"]
-    assert evaluate.main([*base, "--convert_onnx", "--quantize_onnx"]) == 0
+    assert predict.main([f"--model_path={save}", "--device=cpu", "--export_onnx", "--quantize"]) == 0
     assert Path(f"{save}.onnx").exists() and Path(f"{save}.int8.onnx").exists()
     assert evaluate.main([*base, "--enable_ort"]) == 0
     onnx = json.loads(Path(f"{save}.onnx.results.json").read_text())
@@ -264,8 +266,6 @@ def test_onnx_export_agrees_with_pytorch(enc_class, data_dir, glove_path, studen
     assert evaluate.main([*base, "--enable_ort", f"--onnx_path={save}.int8.onnx"]) == 0
     int8 = json.loads(Path(f"{save}.int8.onnx.results.json").read_text())
     assert int8["runtime"] == "onnxruntime-int8" and int8["total"] == 40
-    # --quantize_onnx only quantizes while exporting
-    refused(capsys, evaluate, [*base, "--enable_ort", "--quantize_onnx"], "add --convert_onnx")
 
 
 def test_pad_to_n_ctx_times_padded_ids_with_the_same_predictions(data_dir, glove_path, student_config, tmp_path):

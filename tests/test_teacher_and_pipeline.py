@@ -22,6 +22,7 @@ from checkpoint import load_teacher
 from conftest import error_lines, fit_teacher, refused
 from dataset import read_examples, read_transfer, transfer_line
 from inference import Predictor
+from util import UserError
 
 
 def train_teacher(family: str, data_dir: Path, tiny_transformer, make_teacher_config, out: Path, epochs: int = 3,
@@ -111,10 +112,10 @@ def test_transfer_file_round_trips_floats_in_order(tmp_path):
     assert [r.source for r in rows] == [sources[i % 4] for i in range(50)]
     assert [r.gold for r in rows[:4]] == ["1", None, None, None]
     assert np.array_equal(np.array([r.scores for r in rows], dtype=np.float32), logits)
-    # the seed's two-column .pred reads as augmented lines without gold labels
+    # one format: a two-column line (the seed's old .pred) is refused with its line
     (tmp_path / "seed.pred").write_text("a fine film\t0.5 -0.25 1e-3\n")
-    (row,) = read_transfer(tmp_path / "seed.pred", 3)
-    assert (row.sentence, row.source, row.gold, row.scores) == ("a fine film", "augmented", None, [0.5, -0.25, 1e-3])
+    with pytest.raises(UserError, match="seed.pred:1: expected 'sentence<TAB>source<TAB>gold<TAB>logits'"):
+        list(read_transfer(tmp_path / "seed.pred", 3))
 
 
 def test_end_to_end_distillation(data_dir, glove_path, trained_teacher, tiny_transformer, student_config, tmp_path):
@@ -169,8 +170,8 @@ def test_end_to_end_distillation(data_dir, glove_path, trained_teacher, tiny_tra
 
 def test_teacher_onnx_export_agrees(data_dir, trained_teacher):
     out, config = trained_teacher
-    base = [f"--config={config}", f"--data_dir={data_dir}", f"--bert_output_dir={out}", "--device=cpu"]
-    assert evaluate.main([*base, "--convert_onnx"]) == 0
+    base = [f"--config={config}", f"--data_dir={data_dir}", f"--teacher={out}", "--device=cpu"]
+    assert predict.main([f"--teacher={out}", "--device=cpu", "--export_onnx"]) == 0
     assert evaluate.main([*base, "--enable_ort"]) == 0
     onnx = json.loads((out / "onnx.results.json").read_text())
     assert onnx["max_abs_logit_diff_vs_pytorch"] <= 1e-4 and onnx["same_prediction_vs_pytorch"] == 1.0
@@ -191,8 +192,8 @@ def test_mean_pooling_teacher_ignores_padding_and_exports(data_dir, tiny_transfo
         alone = model(torch.tensor([short]), torch.tensor([3]))
     assert torch.allclose(batched[0], alone[0], atol=1e-5)
     assert not torch.allclose(batched[0], batched[1], atol=1e-5)
-    base = [f"--config={config}", f"--data_dir={data_dir}", f"--bert_output_dir={out}", "--device=cpu"]
-    assert evaluate.main([*base, "--convert_onnx"]) == 0
+    base = [f"--config={config}", f"--data_dir={data_dir}", f"--teacher={out}", "--device=cpu"]
+    assert predict.main([f"--teacher={out}", "--device=cpu", "--export_onnx"]) == 0
     assert evaluate.main([*base, "--enable_ort"]) == 0
     onnx = json.loads((out / "onnx.results.json").read_text())
     assert onnx["max_abs_logit_diff_vs_pytorch"] <= 1e-4 and onnx["same_prediction_vs_pytorch"] == 1.0

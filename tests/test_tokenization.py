@@ -11,9 +11,9 @@ import pytest
 import predict
 import preprocess
 import train
-from checkpoint import load_hf_tokenizer
 from conftest import write_glove, write_student_config
-from dataset import read_ids, tokenizer_lowercases
+from dataset import read_ids
+from teachers import load_hf_tokenizer, tokenizer_lowercases
 from inference import Predictor
 from runtime import SubwordIds, WordTokenizer, glove_split, lowercase_outside
 

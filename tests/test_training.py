@@ -37,7 +37,7 @@ def test_plateau_decay_waits_for_warmup_and_early_stopping_ends_it():
     # not improved on the previous epoch for lr_decay_steps epochs in a row (that count then starts
     # again), or has been below its best for more than lr_decay_steps epochs; stop once below
     # the best for more than `patience` epochs.
-    cfg = TrainConfig(lr=1.0, epoch=20, batch_size=8, lr_decay_rate=0.5, lr_decay_steps=2, warmup_epoch=2,
+    cfg = TrainConfig(lr=1.0, epochs=20, batch_size=8, lr_decay_rate=0.5, lr_decay_steps=2, warmup_epoch=2,
                       patience=3)
     scores = [0.5, 0.5, 0.5, 0.5, 0.7, 0.6, 0.65, 0.62, 0.6, 0.9]
     lrs, improved, stopped = replay(epoch_rule(cfg), scores, cfg.lr_decay_rate)
@@ -50,7 +50,7 @@ def test_plateau_decay_waits_for_warmup_and_early_stopping_ends_it():
 
 
 def test_below_the_best_decays_every_epoch_on_the_loss():
-    cfg = TrainConfig(lr=1.0, epoch=20, batch_size=8, lr_decay_rate=0.1, lr_decay_steps=1, warmup_epoch=0,
+    cfg = TrainConfig(lr=1.0, epochs=20, batch_size=8, lr_decay_rate=0.1, lr_decay_steps=1, warmup_epoch=0,
                       patience=10, measure="loss")
     lrs, improved, stopped = replay(epoch_rule(cfg), [1.0, 0.8, 0.9, 0.85, 0.95, 0.7, 0.7, 0.6],
                                      cfg.lr_decay_rate)
@@ -65,14 +65,14 @@ def test_below_the_best_decays_every_epoch_on_the_loss():
 
 def test_no_decay_by_default_or_on_the_linear_schedule():
     scores = [0.5, 0.4, 0.3, 0.2, 0.1, 0.05]
-    default = TrainConfig(lr=1.0, epoch=20, batch_size=8, warmup_epoch=0)  # lr_decay_rate 1.0
+    default = TrainConfig(lr=1.0, epochs=20, batch_size=8, warmup_epoch=0)  # lr_decay_rate 1.0
     assert replay(epoch_rule(default), scores, default.lr_decay_rate)[0] == [1.0] * 6
-    linear = TrainConfig(lr=1.0, epoch=20, batch_size=8, warmup_epoch=0, lr_decay_rate=0.5,
+    linear = TrainConfig(lr=1.0, epochs=20, batch_size=8, warmup_epoch=0, lr_decay_rate=0.5,
                          use_transformers_optimizer=True)
     assert epoch_rule(linear).decay_rate == 1.0
     assert replay(epoch_rule(linear), scores, 0.5)[0] == [1.0] * 6
     # patience 0: the first epoch below the best stops training
-    eager = TrainConfig(lr=1.0, epoch=20, batch_size=8, patience=0)
+    eager = TrainConfig(lr=1.0, epochs=20, batch_size=8, patience=0)
     assert replay(epoch_rule(eager), [0.5, 0.6, 0.55, 0.9], 1.0)[2] == 2
 
 
