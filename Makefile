@@ -25,7 +25,7 @@ DISTILL_ARGS := $(if $(DATA),--data_dir=$(DATA)) $(if $(TEACHER),--teacher=$(TEA
 	$(if $(UNLABELED),--unlabeled=$(UNLABELED)) $(if $(LABEL_MAP),--label_map=$(LABEL_MAP)) \
 	$(if $(TRANSFER),--transfer=$(TRANSFER)) $(if $(RECIPE),--recipe=$(RECIPE))
 
-.PHONY: setup data embeddings test test-fast demo distill few-labels ablation bench peers raw-text gpu-check clean
+.PHONY: setup data embeddings test test-fast demo distill few-labels ablation budget bench peers raw-text gpu-check clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,10 @@ few-labels: setup data embeddings
 # Stands on `make distill`; on a GPU: python scripts/ablation.py --stage train --device cuda --jobs 6
 ablation: distill
 	$(PY) scripts/ablation.py
+
+# The training budget and the gold mix, student by student, on the demo's transfer set: results/budget.md.
+budget: demo
+	$(PY) scripts/budget.py
 
 # Speed of every model and runtime: results/bench.{json,md}, results/accuracy_latency.png (QUICK=1: minutes).
 bench: setup data embeddings

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from augment import AugmentParams, build_pos_vocab, pos_tag, write_augmented
+from cli import add_seed_flag
 from dataset import read_examples
 from runtime import WORD_TOKENIZERS, WordTokenizer
 from util import (UserError, atomic_path, bounded, non_negative,
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", action="store_true", help="run the draws in a process pool")
     p.add_argument("--num_workers", type=bounded(int, 1, low_inclusive=True),
                    help="pool size with --parallel (default: the CPU count)")
-    p.add_argument("--seed", type=int, default=42)
+    add_seed_flag(p)
     p.add_argument("--analyzer", choices=["spacy", "none"], default="spacy",
                    help="spacy: POS-tag the tokens for same-POS swaps; none: no swaps")
     p.add_argument("--tokenizer", choices=WORD_TOKENIZERS, default="glove",

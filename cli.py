@@ -42,13 +42,18 @@ def common_parser(model: bool = True, runtime: bool = True, encoder: bool = Fals
         p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                        help="auto: CUDA when present, else CPU")
         p.add_argument("--num_threads", type=non_negative(int), default=0, help="torch CPU threads (0: torch's default)")
-        p.add_argument("--seed", type=int, default=42, help="seed for Python, NumPy and torch")
+        add_seed_flag(p)
     if amp:
         p.add_argument("--amp", choices=AMP_CHOICES, default="none",
                        help="autocast dtype (bf16: CUDA and CPUs with bf16 support; fp16: CUDA only)")
     if distill:
         add_distill_flags(p)
     return p
+
+
+def add_seed_flag(p: Any) -> None:
+    """`--seed` (part of the `runtime` group; alone for a stage without torch)."""
+    p.add_argument("--seed", type=int, default=42, help="seed for Python, NumPy and (where it runs) torch")
 
 
 def add_teacher_flag(p: Any, help: str, **kwargs: Any) -> None:

@@ -36,8 +36,10 @@ LABEL_RUNTIMES = ("auto", "pytorch", "onnxruntime", "onnxruntime-int8")
 CRITERIA = ("CrossEntropyLoss", "MSELoss", "KLDivLoss")
 # train.py --alpha auto: the gold-label weights tried, each a full run, the best on valid kept
 GOLD_MIX_ALPHAS = (0.0, 0.5)
-# ... when the transfer set's chosen lines number fewer than this (train.py --gold_mix_below)
-GOLD_MIX_BELOW = 50_000
+# ... when the transfer set's chosen lines number fewer than this (train.py --gold_mix_below): a
+# set no bigger than a labeled set alone, where two runs cost little (results/budget.md: with the
+# step budget the mix gained nothing for sure at 3k-20k lines, and valid chose it wrongly at 20k)
+GOLD_MIX_BELOW = 10_000
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,9 @@ def test_distill_driver_runs_skips_and_reruns_by_content(tmp_path, tiny_transfor
     steps = list(record)
     assert set(needed) <= set(steps)
     assert len(commands(printed)) == len(steps)  # each printed once, before it ran
+    # one name per idea: the pipeline distills from label.py's transfer.txt by default
+    assert not any("--augmented" in c or "--bert_output_dir" in c or "--epoch=" in c for c in commands(printed))
+    assert all("--distill" in c for c in commands(printed) if "train.py" in c and "distill.pt" in c)
     assert not any("gold" in name for name in steps)  # gold_epochs 0: no baselines
     assert read_labels(work / "label.txt") == ["GetWeather", "negative", "positive"]
     # the teacher's own tokenization: RoBERTa does not lower-case, its mask is <mask>
