@@ -113,7 +113,8 @@ def load_student(path: str | Path, device: torch.device | str = "cpu") -> Studen
 # ---------------------------------------------------------------------------
 
 def save_teacher(out_dir: str | Path, model: TransformerClassifier | SequenceClassifier, config: Config,
-                 tokenizer: Any, labels: list[str], lowercase: bool, state: dict | None = None) -> None:
+                 tokenizer: Any, labels: list[str], lowercase: bool, state: dict | None = None,
+                 temperature: float = 1.0) -> None:
     """Write a teacher directory; the weights last, so their presence marks a complete save.
 
     The `hf` head is written by the library itself (`save_pretrained`: config with
@@ -128,7 +129,7 @@ def save_teacher(out_dir: str | Path, model: TransformerClassifier | SequenceCla
     tokenizer.save_pretrained(out_dir)
     write_json(out_dir / TEACHER_META, {
         "format": CHECKPOINT_FORMAT, "config": config_to_dict(config), "labels": list(labels),
-        "lowercase": lowercase, "mask_token": tokenizer.mask_token,
+        "lowercase": lowercase, "mask_token": tokenizer.mask_token, "temperature": temperature,
     })
     if state is not None:
         with atomic_path(out_dir / "training_state.pt") as tmp:
@@ -158,6 +159,7 @@ class TeacherCheckpoint:
     tokenizer: Any
     labels: list[str]
     lowercase: bool
+    temperature: float = 1.0  # fitted on valid by train.py; 1: anyone's classifier, or older teachers
 
 
 def load_teacher(path: str | Path, device: torch.device | str = "cpu") -> TeacherCheckpoint:
@@ -182,7 +184,8 @@ def load_teacher(path: str | Path, device: torch.device | str = "cpu") -> Teache
         lowercase = tokenizer_lowercases(tokenizer)
     classifier = SequenceClassifier(model)
     classifier.to(device).eval()
-    return TeacherCheckpoint(classifier, config, tokenizer, labels, lowercase)
+    temperature = float(meta.get("temperature", 1.0)) if meta is not None else 1.0
+    return TeacherCheckpoint(classifier, config, tokenizer, labels, lowercase, temperature)
 
 
 def load_sequence_classifier(path: str | Path, **kwargs: Any) -> nn.Module:
@@ -226,7 +229,8 @@ def _load_seed_head_teacher(out_dir: Path, meta: dict, device: torch.device | st
     except RuntimeError as e:
         raise UserError(f"{weights_path}: weights do not fit the stored config: {str(e).splitlines()[0]}") from e
     model.to(device).eval()
-    return TeacherCheckpoint(model, config, tokenizer, labels, bool(meta.get("lowercase", False)))
+    return TeacherCheckpoint(model, config, tokenizer, labels, bool(meta.get("lowercase", False)),
+                             float(meta.get("temperature", 1.0)))
 
 
 def load_pretrained_teacher(path: str | Path, labels: list[str], config: Config

@@ -31,6 +31,7 @@ from cli import add_teacher_flag, common_parser
 from config import Config, config_to_dict, load_config
 from dataset import AUGMENTED_FILE, data_labels, label_ids, read_examples
 from inference import Predictor, describe, pad_batch, predict_logits
+from metrics import ECE_BINS, calibration, macro_f1
 from teachers import parse_label_map, teacher_columns
 from util import (UserError, amp_dtype, exit_stage, library_versions, non_negative, positive, resolve_device,
                   run_main, set_seed, set_threads, write_json)
@@ -99,9 +100,9 @@ def evaluate_test(args: argparse.Namespace, predictor: Predictor, device: torch.
                 predictor.encode_batch([sentences[i] for i in batch]))
         x, lengths = pad_batch(seqs, predictor.pad_id, min_len=n_ctx if args.pad_to_n_ctx else 1)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            return predictor.forward(x.to(device), lengths.to(device))[:, columns].argmax(-1).cpu()
+            return predictor.forward(x.to(device), lengths.to(device))[:, columns].float().cpu()  # [B, K]
 
-    predicted = torch.empty(len(ids), dtype=torch.long)
+    logits = torch.empty(len(ids), len(labels))  # [n, K] in the data's label order
     with torch.inference_mode():
         for batch in batches[: args.warmup]:  # first calls allocate buffers and pick kernels
             run(batch)
@@ -109,21 +110,25 @@ def evaluate_test(args: argparse.Namespace, predictor: Predictor, device: torch.
             torch.cuda.synchronize()
         start = time.perf_counter()
         for batch in tqdm(batches, desc="evaluate", leave=False):
-            predicted[batch] = run(batch)
+            logits[batch] = run(batch)
         if device.type == "cuda":
             torch.cuda.synchronize()
         elapsed_ms = (time.perf_counter() - start) * 1000
     if timed_n < len(ids):  # the rest, for the accuracy only
         rest = predict_logits(predictor.forward, ids[timed_n:], 64, predictor.pad_id, device, amp_dtype=dtype,
                               progress=False)
-        predicted[timed_n:] = rest[:, columns].argmax(-1)
+        logits[timed_n:] = rest[:, columns]
+    predicted = logits.argmax(-1)
     correct, total = int((predicted == gold).sum()), len(gold)
     timed = f"ids padded to n_ctx={n_ctx} (the seed's method)" if args.pad_to_n_ctx else \
         "raw sentences, tokenization included"
     logger.info("[Accuracy] : %.4f, %5d/%5d", correct / total, correct, total)
-    extra = {}
+    extra = calibration(logits.numpy(), gold.numpy(), predictor.temperature)
+    logger.info("[Calibration] temperature %.3f (stored with the model; 1: none): NLL %.4f -> %.4f, ECE (%d bins) "
+                "%.4f -> %.4f", extra["temperature"], extra["nll"], extra["nll_calibrated"], ECE_BINS, extra["ece"],
+                extra["ece_calibrated"])
     if len(labels) > 2:
-        extra["macro_f1"] = macro_f1(predicted, gold, len(labels))
+        extra["macro_f1"] = macro_f1(predicted.numpy(), gold.numpy(), len(labels))
         logger.info("[Macro-F1] : %.4f", extra["macro_f1"])
     logger.info("[Elapsed Time] : %sms, %sms on average over %d timed sentences", elapsed_ms, elapsed_ms / timed_n,
                 timed_n)
@@ -134,17 +139,6 @@ def evaluate_test(args: argparse.Namespace, predictor: Predictor, device: torch.
             "threads": torch.get_num_threads(), "device": str(device), "amp": args.amp, **agreement,
             "predictions": predicted.tolist(),
             **describe(predictor)}
-
-
-def macro_f1(predicted: torch.Tensor, gold: torch.Tensor, num_labels: int) -> float:
-    """Unweighted mean over classes of F1 (a class never predicted nor present counts 0)."""
-    scores = []
-    for k in range(num_labels):
-        tp = int(((predicted == k) & (gold == k)).sum())
-        fp = int(((predicted == k) & (gold != k)).sum())
-        fn = int(((predicted != k) & (gold == k)).sum())
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return sum(scores) / num_labels
 
 
 def compare_with_pytorch(predictor: Predictor, ids: list[list[int]]) -> dict:

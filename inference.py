@@ -92,8 +92,9 @@ class Predictor:
     `labels` are the model's own (a teacher's `id2label` order)."""
 
     def __init__(self, model: nn.Module, config: Config, labels: list[str], ids: WordIds | SubwordIds, path: str,
-                 vocab: list[str] | None = None, device: torch.device | str = "cpu"):
+                 vocab: list[str] | None = None, device: torch.device | str = "cpu", temperature: float = 1.0):
         self.model, self.config, self.labels, self.ids, self.path = model, config, labels, ids, path
+        self.temperature = temperature  # fitted on valid when trained here (metrics.fit_temperature)
         self.pad_id = ids.pad_id if isinstance(ids, SubwordIds) else config.pad_token_id
         self.vocab = vocab  # students only
         self.device = torch.device(device)
@@ -107,7 +108,8 @@ class Predictor:
         any Hugging Face sequence classifier (directory or hub name)."""
         if Path(path).is_file():
             student = load_student(path, device)
-            return cls.for_student(student.model, student.vocab, student.labels, str(path), device)
+            return cls.for_student(student.model, student.vocab, student.labels, str(path), device,
+                                   float(student.state.get("temperature", 1.0)))
         if not is_teacher(path):
             raise UserError(f"{path}: a Hugging Face encoder, not a fine-tuned classifier: fine-tune it first "
                             "(train.py) or give a *ForSequenceClassification model")
@@ -116,13 +118,14 @@ class Predictor:
             raise UserError(f"{path}: its tokenizer has no fast (tokenizers) version, which the toolkit needs")
         pad_id = teacher.tokenizer.pad_token_id if teacher.tokenizer.pad_token_id is not None else 0
         ids = SubwordIds(teacher.tokenizer.backend_tokenizer, teacher.lowercase, teacher.config.n_ctx, pad_id)
-        return cls(teacher.model, teacher.config, teacher.labels, ids, str(path), device=device)
+        return cls(teacher.model, teacher.config, teacher.labels, ids, str(path), device=device,
+                   temperature=teacher.temperature)
 
     @classmethod
     def for_student(cls, model: GloveStudent, vocab: list[str], labels: list[str], path: str,
-                    device: torch.device | str = "cpu") -> "Predictor":
+                    device: torch.device | str = "cpu", temperature: float = 1.0) -> "Predictor":
         """A student with the word tokenization its config stores."""
-        return cls(model, model.config, labels, model.config.word_ids(vocab), path, vocab, device)
+        return cls(model, model.config, labels, model.config.word_ids(vocab), path, vocab, device, temperature)
 
     @property
     def is_teacher(self) -> bool:
@@ -146,8 +149,8 @@ class Predictor:
                               self.device, progress=progress)
 
     def predict(self, sentences: Sequence[str], batch_size: int = 64) -> list[Prediction]:
-        """The label and label probabilities of each sentence."""
-        return predictions(self.logits(sentences, batch_size).numpy(), self.labels)
+        """The label and (calibrated) label probabilities of each sentence."""
+        return predictions(self.logits(sentences, batch_size).numpy(), self.labels, self.temperature)
 
     # -- ONNX and other runtimes ---------------------------------------------------
     def onnx_path(self, quantized: bool = False) -> Path:
@@ -196,6 +199,7 @@ class Predictor:
         self.model.to(self.device)
         meta: dict[str, Any] = {"format": BUNDLE_FORMAT, "labels": self.labels, "lowercase": self.lowercase,
                                 "n_ctx": c.n_ctx, "pad_id": self.pad_id, "source": self.path,
+                                "temperature": self.temperature,
                                 "config": config_to_dict(c)}
         backends = ["onnxruntime"]
         if isinstance(self.ids, SubwordIds):

@@ -6,6 +6,8 @@ a model for deployment (a bundle, or ONNX files).
     python predict.py --model_path=pytorch-model-cnn.pt --export_bundle=bundle/     # for runtime.py
     python predict.py --bundle=bundle/ < sentences.txt          # numpy + onnxruntime, no torch
     python predict.py --model_path=pytorch-model-cnn.pt --export_onnx --quantize   # .onnx and .int8.onnx
+    # a cascade: the student answers when its top probability is >= 0.9, the teacher the rest
+    python predict.py --bundle=cnn-bundle/ --cascade_teacher=teacher-bundle/ --defer_below=0.9 < sentences.txt
 
 One sentence a line (a `sentence<TAB>anything` line uses the sentence); blank lines are
 skipped. Output, one line per sentence in input order: `label<TAB>p_0 p_1 ...` (tsv, the
@@ -22,7 +24,7 @@ import sys
 
 from cli import add_teacher_flag, common_parser
 from dataset import read_sentences
-from runtime import Bundle, Prediction
+from runtime import Bundle, Cascade, Prediction
 from util import UserError, atomic_write_text, positive, run_main
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx_path", help="with --enable_ort: the ONNX file (default: the export beside the model)")
     p.add_argument("--export_bundle", metavar="DIR",
                    help="write the model's deployment bundle to DIR (and label --input only if given)")
+    p.add_argument("--cascade_teacher", metavar="BUNDLE",
+                   help="with --bundle: a teacher bundle that answers the sentences the student is unsure of")
+    p.add_argument("--defer_below", type=float,
+                   help="with --cascade_teacher: defer a sentence whose top student probability is below this "
+                        "(0 to 1)")
     p.add_argument("--export_onnx", action="store_true",
                    help="write the model as ONNX (dynamic batch and length) beside it: <model>.onnx, or model.onnx "
                         "in a teacher's directory (and label --input only if given)")
@@ -74,6 +81,10 @@ def check_flags(args: argparse.Namespace) -> None:
                         or args.device != "auto"):
         raise UserError("--enable_ort/--onnx_path/--export_bundle/--export_onnx/--device are for checkpoints; a "
                         "bundle runs its own backend on the CPU")
+    if bool(args.cascade_teacher) != (args.defer_below is not None) or (args.cascade_teacher and not args.bundle):
+        raise UserError("a cascade takes --bundle (the student), --cascade_teacher and --defer_below together")
+    if args.defer_below is not None and not 0.0 <= args.defer_below <= 1.0:
+        raise UserError(f"--defer_below is a probability: 0 to 1, got {args.defer_below:g}")
     if args.quantize and not args.export_onnx:
         raise UserError("--quantize writes an int8 copy while exporting: add --export_onnx (to run that copy: "
                         "--enable_ort --onnx_path=<model>.int8.onnx)")
@@ -81,13 +92,23 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError("--onnx_path names the model --enable_ort runs: add --enable_ort")
 
 
+def load_bundle(path: str, num_threads: int) -> Bundle:
+    """A bundle, or one UserError line saying why not."""
+    try:
+        return Bundle.load(path, num_threads=num_threads or 0)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"{path}: cannot load the bundle ({e})") from e
+
+
 def predict(args: argparse.Namespace, sentences: list[str] | None) -> list[Prediction] | None:
     """Load the model the flags name (export a bundle if asked) and label `sentences`."""
     if args.bundle:
-        try:
-            bundle = Bundle.load(args.bundle, num_threads=args.num_threads or 0)
-        except (OSError, ValueError, KeyError) as e:
-            raise UserError(f"{args.bundle}: cannot load the bundle ({e})") from e
+        bundle = load_bundle(args.bundle, args.num_threads)
+        if args.cascade_teacher:
+            try:
+                bundle = Cascade(bundle, load_bundle(args.cascade_teacher, args.num_threads), args.defer_below)
+            except ValueError as e:
+                raise UserError(str(e)) from e
         return [r for i in range(0, len(sentences), args.batch_size)
                 for r in bundle.predict(sentences[i:i + args.batch_size])]
     from inference import Predictor

@@ -311,9 +311,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
-def predictions(logits: np.ndarray, labels: Sequence[str]) -> list[Prediction]:
-    """`[n, K]` logits (columns in `labels` order) as `Prediction`s."""
-    return [Prediction(labels[int(row.argmax())], dict(zip(labels, map(float, row)))) for row in softmax(logits)]
+def predictions(logits: np.ndarray, labels: Sequence[str], temperature: float = 1.0) -> list[Prediction]:
+    """`[n, K]` logits (columns in `labels` order) as `Prediction`s, the probabilities
+    softmax(logits / temperature): the model's temperature, fitted on valid when it was trained
+    (calibrated probabilities; the argmax is the same for any temperature)."""
+    return [Prediction(labels[int(row.argmax())], dict(zip(labels, map(float, row))))
+            for row in softmax(np.asarray(logits) / temperature)]
 
 
 # ---------------------------------------------------------------------------
@@ -417,6 +420,7 @@ class Bundle:
         self.path, self.meta, self.backend = path, meta, backend
         self.labels = list(meta["labels"])
         self.pad_id = meta["pad_id"]
+        self.temperature = float(meta.get("temperature", 1.0))  # bundles before calibration: none
         if meta["tokenizer"] == "huggingface":  # a teacher: its own word pieces
             self.ids = SubwordIds.from_file(path / "tokenizer.json", meta["lowercase"], meta["n_ctx"], self.pad_id)
         else:
@@ -465,9 +469,38 @@ class Bundle:
         return self.logits_for_ids(self.encode_batch(sentences))
 
     def predict(self, sentences: Sequence[str]) -> list[Prediction]:
-        """The label and label probabilities of each sentence."""
-        return predictions(self.logits(sentences), self.labels)
+        """The label and (calibrated) label probabilities of each sentence."""
+        return predictions(self.logits(sentences), self.labels, self.temperature)
 
     def predict_label(self, sentence: str) -> str:
         """The label of one sentence (the batch-1 path)."""
         return self.labels[int(self.logits_for_ids([self.encode(sentence)])[0].argmax())]
+
+
+class Cascade:
+    """A student bundle in front of a teacher bundle: a sentence whose top student probability
+    (calibrated: the student's temperature) is at least `defer_below` is answered by the
+    student, every other one by the teacher, all deferred sentences of a call in one teacher
+    batch. `defer_below` 0 answers everything with the student; above 1 (a probability never
+    is) everything with the teacher. The teacher's labels are matched to the student's by name
+    (a teacher's own order may differ), so both must have the same label set."""
+
+    def __init__(self, student: Bundle, teacher: Bundle, defer_below: float):
+        if sorted(student.labels) != sorted(teacher.labels):
+            raise ValueError(f"{teacher.path}: labels {teacher.labels} differ from the student's ({student.path}) "
+                             f"{student.labels}; a cascade needs one label set")
+        if not defer_below >= 0:
+            raise ValueError(f"defer_below must be >= 0, got {defer_below}")
+        self.student, self.teacher, self.defer_below = student, teacher, defer_below
+        self.deferred: list[int] = []  # the last call's sentences answered by the teacher
+
+    def predict(self, sentences: Sequence[str]) -> list[Prediction]:
+        """Each sentence's label and probabilities, from the student or (deferred) the teacher."""
+        results = self.student.predict(sentences)
+        self.deferred = [i for i, p in enumerate(results) if max(p.probabilities.values()) < self.defer_below]
+        if self.deferred:
+            answers = self.teacher.predict([sentences[i] for i in self.deferred])  # one batch
+            for i, answer in zip(self.deferred, answers):
+                # the teacher's probabilities in the student's label order
+                results[i] = Prediction(answer.label, {k: answer.probabilities[k] for k in self.student.labels})
+        return results

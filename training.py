@@ -64,6 +64,7 @@ from dataset import (
     read_vocab,
 )
 from inference import pad_batch, predict_logits
+from metrics import fit_temperature
 from model import build_student, count_parameters, distillation_loss, init_embeddings
 from teachers import load_hf_tokenizer, read_tokenization_record
 from util import DistContext, UserError, amp_dtype, barrier, set_seed
@@ -310,7 +311,7 @@ class TeacherTask(Task):
     def save(self, path: Path, state: dict) -> None:
         with_state = "optimizer" in state
         save_teacher(path, self.model, self.model_config, self.tokenizer, self.labels, self.lowercase,
-                     state if with_state else None)
+                     state if with_state else None, state.get("temperature", 1.0))
 
     def load_last(self, device: torch.device) -> dict:
         if not (self.last_path / "model.safetensors").exists():
@@ -575,8 +576,11 @@ def end_of_period(run: Run, train_config: TrainConfig, epoch: int) -> bool:
                 metrics["accuracy"], metrics["loss"], lr, " (best)" if improved else "")
     if improved:
         state.best_epoch, state.best_step = epoch + 1, state.global_step
+        # the temperature that calibrates this model's probabilities on valid, saved with it
+        temperature = fit_temperature(logits.numpy(), gold.numpy())
         task.save(task.output, {"epoch": state.epoch, "global_step": state.global_step, "best_metric": run.rule.best,
-                                "best_epoch": state.best_epoch, "best_step": state.best_step})
+                                "best_epoch": state.best_epoch, "best_step": state.best_step,
+                                "temperature": temperature})
     if decay:
         for group in run.optimizer.param_groups:
             group["lr"] *= tc.lr_decay_rate

@@ -226,6 +226,13 @@ def budget_cell(trained: list[dict]) -> str:
     return f"{t['best_step']:,} / {t['steps']:,} ({t['stop']}){alpha}"
 
 
+def ece_cell(res: dict) -> str:
+    """The test ECE before and after the model's temperature (results from before calibration: none)."""
+    if "ece" not in res:
+        return ""
+    return f"{res['ece']:.3f} -> {res['ece_calibrated']:.3f} ({res['temperature']:.2f})"
+
+
 def transfer_summary(work: Path, transfers: list[str]) -> str:
     """A sentence on the transfer set: its sources and what was dropped (from label.py's results)."""
     res = read_results(work / "transfer.txt.results.json")
@@ -245,7 +252,7 @@ def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherP
 
     def row(name: str, trained_on: str, results: list[dict], train_results: list[Path], padded: Path | None) -> str:
         if not results:
-            return f"| {name} | {trained_on} | (not run yet) | | | | | | |"
+            return f"| {name} | {trained_on} | (not run yet) | | | | | | | |"
         res = results[0]
         trained = [t for t in map(read_results, train_results) if t]
         train_s = [t["seconds"] for t in trained]
@@ -253,10 +260,11 @@ def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherP
         return (f"| {name} | {trained_on} | {accuracy_cell(results)} | {res['ms_per_example']:.3f} | "
                 f"{'' if pad is None else format(pad['ms_per_example'], '.3f')} | "
                 f"{res['parameters']:,} | {res['parameters_without_embeddings']:,} | "
-                f"{f'{sum(train_s) / len(train_s) / 60:.1f}' if train_s else ''} | {budget_cell(trained)} |")
+                f"{f'{sum(train_s) / len(train_s) / 60:.1f}' if train_s else ''} | {budget_cell(trained)} | "
+                f"{ece_cell(res)} |")
 
     if teacher.kind == "file":
-        rows = [f"| teacher: {teacher.name} | (scores from a file; no teacher ran) | | | | | | | |"]
+        rows = [f"| teacher: {teacher.name} | (scores from a file; no teacher ran) | | | | | | | | |"]
     else:
         teacher_res = read_results(out / "teacher.results.json")
         rows = [row(f"{teacher.name} teacher", "gold labels (fine-tuned here)" if teacher.kind == "finetune"
@@ -288,11 +296,13 @@ def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherP
         + "; the students' epochs and learning rates are in the recipe.",
         transfer_summary(data, transfers), "",
         "| model | trained on | test accuracy % | ms/example | padded ms/example | parameters | without embeddings "
-        "| train min | steps: best / run (stop) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
+        "| train min | steps: best / run (stop) | ECE: T = 1 -> calibrated (T) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
         "*steps*: the optimizer step of the checkpoint kept (best on valid) and the steps run, with why training "
         "stopped (`budget`: the recipe's epochs, at least its min_steps; `early stop`: no gain on valid for "
-        "patience_steps), and the gold-label weight alpha when it was chosen on valid; first seed's run.", "",
+        "patience_steps), and the gold-label weight alpha when it was chosen on valid; first seed's run. *ECE*: "
+        "expected calibration error on test (15 bins) of the probabilities as they are and divided by the model's "
+        "temperature T, fitted on valid in training (first seed's run).", "",
         f"Wall time of the stages that ran: {total / 60:.1f} min ({stages}).", "",
     ]
     atomic_write_text(path, "\n".join(lines))

@@ -41,6 +41,7 @@ def test_teacher_trains_evaluates_and_predicts_from_its_directory(family, data_d
     config = train_teacher(family, data_dir, tiny_transformer, make_teacher_config, out)
     meta = json.loads((out / "distil_config.json").read_text())
     assert meta["lowercase"] is (family != "roberta") and meta["labels"] == ["0", "1"]
+    assert 0.05 <= meta["temperature"] <= 20.0  # fitted on valid with the best checkpoint
     capsys.readouterr()
     assert evaluate.main([f"--config={config}", f"--data_dir={data_dir}", f"--bert_output_dir={out}",
                           "--device=cpu"]) == 0
