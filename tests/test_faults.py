@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 import augment_data
@@ -42,10 +43,18 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> bool:
     raise AssertionError("timed out")
 
 
-def test_training_killed_mid_epoch_resumes_to_the_same_result(data_dir, glove_path, student_config, tmp_path):
+# the seed's epochs, validated after each; a step budget (60 steps an epoch, 150 steps: the third
+# epoch cut short), validated every 20 steps
+BUDGETS = {"epochs": ["--epoch=3"],
+           "steps": ["--epochs=1", "--min_steps=150", "--eval_steps=20", "--use_transformers_optimizer"]}
+
+
+@pytest.mark.parametrize("budget", sorted(BUDGETS))
+def test_training_killed_mid_epoch_resumes_to_the_same_result(budget, data_dir, glove_path, student_config,
+                                                              tmp_path):
     config = student_config("cnn")
     assert preprocess.main([f"--config={config}", f"--data_dir={data_dir}", f"--embedding_path={glove_path}"]) == 0
-    common = [f"--config={config}", f"--data_dir={data_dir}", "--lr=5e-3", "--epoch=3", "--batch_size=4",
+    common = [f"--config={config}", f"--data_dir={data_dir}", "--lr=5e-3", *BUDGETS[budget], "--batch_size=4",
               "--save_steps=7", "--device=cpu", "--num_threads=1", f"--log_dir={tmp_path / 'runs'}"]
     whole = tmp_path / "whole.pt"
     assert train.main([*common, f"--save_path={whole}"]) == 0
@@ -61,6 +70,7 @@ def test_training_killed_mid_epoch_resumes_to_the_same_result(data_dir, glove_pa
     a = json.loads(Path(f"{whole}.train_results.json").read_text())
     b = json.loads(Path(f"{cut}.train_results.json").read_text())
     assert abs(a["best_accuracy"] - b["best_accuracy"]) <= 0.005
+    assert a["steps"] == b["steps"] == (180 if budget == "epochs" else 150)
     wa = torch.load(f"{whole}.last", weights_only=True)["model"]
     wb = torch.load(f"{cut}.last", weights_only=True)["model"]
     for key in wa:
