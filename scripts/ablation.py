@@ -31,9 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from teachers import load_hf_tokenizer  # noqa: E402
 from config import STUDENT_KINDS, load_config, load_recipe  # noqa: E402
 from pipeline import Pipeline, augment_step, label_step, local_files, student_data_step, student_steps  # noqa: E402,E501
+from teachers import load_hf_tokenizer  # noqa: E402
 from util import (  # noqa: E402
     UserError,
     atomic_write_text,

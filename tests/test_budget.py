@@ -1,4 +1,4 @@
-"""The training budget (issue 31): epochs with a minimum of steps, validation every N steps,
+"""The training budget: epochs with a minimum of steps, validation every N steps,
 early stopping on valid, and gold labels mixed in where the teacher's scores are thin."""
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import label
 import preprocess
 import train
 from config import TrainConfig
 from conftest import ROOT
 from dataset import read_examples, read_transfer
+from inference import Predictor
 from training import make_budget
 
 
@@ -105,3 +108,16 @@ def test_file_formats_and_augmentation_load_no_torch():
     code = "import sys, dataset, augment, teachers, cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_teachers_scores_file_reads_back_as_its_logits(data_dir, trained_teacher, tmp_path):
+    teacher, _ = trained_teacher
+    scores = tmp_path / "scores.jsonl"
+    script = ROOT / "scripts" / "teacher_scores.py"
+    subprocess.run([sys.executable, str(script), f"--teacher={teacher}", f"--input={data_dir / 'train.txt'}",
+                    f"--output={scores}"], cwd=ROOT, check=True, capture_output=True)
+    assert label.main([f"--teacher_logits={scores}", f"--data_dir={data_dir}"]) == 0
+    rows = list(read_transfer(data_dir / "transfer.txt", 2))
+    expected = Predictor.load(teacher).logits([r.sentence for r in rows[:5]]).numpy()
+    np.testing.assert_allclose(np.array([r.scores for r in rows[:5]]), expected, atol=1e-5)
+    assert all(r.source == "file" and r.gold is not None for r in rows)
