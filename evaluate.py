@@ -218,9 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.augmented:  # the seed's labeling command, run by the one labeling path
-        label_argv: list[str] = []
-        code = run_main(lambda: label_argv.extend(seed_label_argv(parser, args)) or 0, logger)
-        return code or label.main(label_argv)
+        return run_main(lambda: label.label_stage(label.build_parser().parse_args(seed_label_argv(parser, args))),
+                        logger)
 
     def body() -> int:
         config = load_config(args.config)

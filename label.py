@@ -151,18 +151,20 @@ def run(args: argparse.Namespace, dist_ctx: DistContext) -> int:
     return 0
 
 
+def label_stage(args: argparse.Namespace) -> int:
+    """The stage for parsed flags (also the seed's `evaluate.py --augmented`): check, seed,
+    join the torchrun group when a teacher runs, label."""
+    check_flags(args)
+    set_seed(args.seed)
+    resolve_device(args.device)
+    dist_ctx = init_distributed(args.device) if args.teacher else DistContext()
+    return run_in_group(dist_ctx, lambda: run(args, dist_ctx))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
-
-    def body() -> int:
-        check_flags(args)
-        set_seed(args.seed)
-        resolve_device(args.device)
-        dist_ctx = init_distributed(args.device) if args.teacher else DistContext()
-        return run_in_group(dist_ctx, lambda: run(args, dist_ctx))
-
-    return run_main(body, logger)
+    return run_main(lambda: label_stage(args), logger)
 
 
 if __name__ == "__main__":

@@ -491,8 +491,9 @@ def prepare(setup: Setup, model_config: Config, train_config: TrainConfig, dist:
                amp_dtype(tc.amp, device), writer)
 
 
-def train_step(run: Run, train_config: TrainConfig, batch: list[int]) -> float:
-    """One optimizer step on `batch`; returns its loss."""
+def train_step(run: Run, train_config: TrainConfig, batch: list[int]) -> torch.Tensor:
+    """One optimizer step on `batch`; returns its loss (a tensor: reading it waits for the
+    device, so the loop reads it only when it logs)."""
     loss = run.task.loss(run.forward, batch, run.device, run.amp)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -503,7 +504,7 @@ def train_step(run: Run, train_config: TrainConfig, batch: list[int]) -> float:
     run.optimizer.step()
     if run.scheduler is not None:
         run.scheduler.step()
-    return loss.item()
+    return loss.detach()
 
 
 def train_epoch(run: Run, train_config: TrainConfig, epoch: int, dist: DistContext) -> tuple[int, bool]:
@@ -522,13 +523,14 @@ def train_epoch(run: Run, train_config: TrainConfig, epoch: int, dist: DistConte
         state.step_in_epoch += 1
         seen += len(batch)
         if run.writer is not None and state.global_step % 20 == 0:
-            bar.set_postfix(loss=f"{loss:.4f}")
-            run.writer.add_scalar("train/loss", loss, state.global_step)
+            value = loss.item()
+            bar.set_postfix(loss=f"{value:.4f}")
+            run.writer.add_scalar("train/loss", value, state.global_step)
             run.writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], state.global_step)
         spent = state.global_step >= run.budget.total_steps
         if spent or state.step_in_epoch == len(batches):
             state.epoch, state.step_in_epoch = epoch + 1, 0
-        if (tc.eval_steps and state.global_step % tc.eval_steps == 0) or (spent and tc.eval_steps):
+        if tc.eval_steps and (spent or state.global_step % tc.eval_steps == 0):
             if validate(run, tc, dist, epoch) or spent:
                 return seen, True
             run.model.train()
@@ -536,11 +538,9 @@ def train_epoch(run: Run, train_config: TrainConfig, epoch: int, dist: DistConte
             run.task.save(run.task.last_path, resume_payload(state, run.rule, run.optimizer, run.scheduler, tc.seed))
         if spent:
             break
-    state.epoch, state.step_in_epoch = epoch + 1, 0
-    spent = state.global_step >= run.budget.total_steps
-    if not tc.eval_steps:
-        return seen, validate(run, tc, dist, epoch) or spent
-    return seen, spent
+    state.epoch, state.step_in_epoch = epoch + 1, 0  # also when a resumed epoch had no batch left
+    stop = validate(run, tc, dist, epoch) if not tc.eval_steps else False
+    return seen, stop or state.global_step >= run.budget.total_steps
 
 
 def validate(run: Run, train_config: TrainConfig, dist: DistContext, epoch: int) -> bool:
