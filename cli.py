@@ -16,13 +16,13 @@ from dataset import SEED_TRANSFER_FILE, TRANSFER_FILE
 from util import non_negative
 
 
-
 def common_parser(model: bool = True, runtime: bool = True, encoder: bool = False, amp: bool = False,
-                  overrides: bool = True, distill: bool = False) -> argparse.ArgumentParser:
+                  overrides: bool = True, distill: bool = False, seed: bool = True) -> argparse.ArgumentParser:
     """A parent parser with the chosen groups of shared flags:
 
     - `model`: `--config`, `--data_dir`, and (with `overrides`) `--set KEY=VALUE`;
-    - `runtime`: `--device`, `--num_threads`, `--seed`;
+    - `runtime`: `--device`, `--num_threads`, and `--seed` unless `seed` is False (a stage
+      that draws nothing at random);
     - `encoder`: `--bert_model_name_or_path`, `--bert_do_lower_case` (the seed's names);
     - `amp`: `--amp`;
     - `distill`: `--distill`, `--transfer_file` and the seed's `--augmented` (`add_distill_flags`).
@@ -42,7 +42,8 @@ def common_parser(model: bool = True, runtime: bool = True, encoder: bool = Fals
         p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                        help="auto: CUDA when present, else CPU")
         p.add_argument("--num_threads", type=non_negative(int), default=0, help="torch CPU threads (0: torch's default)")
-        add_seed_flag(p)
+        if seed:
+            add_seed_flag(p)
     if amp:
         p.add_argument("--amp", choices=AMP_CHOICES, default="none",
                        help="autocast dtype (bf16: CUDA and CPUs with bf16 support; fp16: CUDA only)")

@@ -34,8 +34,10 @@ AMP_CHOICES = ("none", "bf16", "fp16")
 # fastest of the others that agrees with fp32 PyTorch
 LABEL_RUNTIMES = ("auto", "pytorch", "onnxruntime", "onnxruntime-int8")
 CRITERIA = ("CrossEntropyLoss", "MSELoss", "KLDivLoss")
-# train.py --alpha auto: the gold-label weights tried, each a full run, the best on valid kept
-GOLD_MIX_ALPHAS = (0.0, 0.5)
+# train.py --alpha auto: the gold-label weights tried, each a full run, the best on valid kept.
+# 1.0 is the gold labels alone: where the teacher's scores add nothing (a scores file for the
+# training sentences alone, a bag of n-grams), the run falls back to gold instead of losing to it.
+GOLD_MIX_ALPHAS = (0.0, 0.5, 1.0)
 # ... when the transfer set's chosen lines number fewer than this (train.py --gold_mix_below): a
 # set no bigger than a labeled set alone, where two runs cost little (results/budget.md: with the
 # step budget the mix gained nothing for sure at 3k-20k lines, and valid chose it wrongly at 20k)

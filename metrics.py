@@ -46,19 +46,22 @@ def fit_temperature(logits: np.ndarray, gold: np.ndarray, low: float = 0.05, hig
     return math.exp((a + b) / 2)
 
 
-def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Sum over equal-width bins of the top probability, (0, 1/bins], ..., of |accuracy -
-    mean top probability| weighted by the bin's share of the examples. `probs` `[n, K]`."""
+def reliability(probs: np.ndarray, gold: np.ndarray, bins: int = ECE_BINS) -> list[tuple[float, float, float]]:
+    """For each non-empty equal-width bin of the top probability, (0, 1/bins], ...: (mean top
+    probability, accuracy, share of the examples). `probs` `[n, K]`."""
     probs = np.asarray(probs, dtype=np.float64)
     confidence = probs.max(axis=1)  # [n]
     correct = probs.argmax(axis=1) == np.asarray(gold)  # [n]
     index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)  # [n]: the bin of each
-    error = 0.0
-    for b in range(bins):
-        members = index == b
-        if members.any():
-            error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(error)
+    return [(float(confidence[index == b].mean()), float(correct[index == b].mean()), float((index == b).mean()))
+            for b in range(bins) if (index == b).any()]
+
+
+def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Sum over the bins of `reliability` of |accuracy - mean top probability|, weighted by the
+    bin's share of the examples."""
+    return float(sum(share * abs(accuracy - confidence) for confidence, accuracy, share in
+                     reliability(probs, gold, bins)))
 
 
 def calibration(logits: np.ndarray, gold: np.ndarray, temperature: float) -> dict:

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[common_parser(model=False)])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[common_parser(model=False, seed=False)])
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model_path", help="student checkpoint from train.py")
     add_teacher_flag(source, "teacher: a directory from train.py or any Hugging Face sequence classifier (directory "

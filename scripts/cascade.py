@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from dataset import data_labels, read_examples  # noqa: E402
-from metrics import calibration, log_softmax  # noqa: E402
+from metrics import calibration, log_softmax, reliability  # noqa: E402
 from runtime import Bundle  # noqa: E402
 from timing import time_calls  # noqa: E402
 from util import UserError, atomic_write_text, cpu_model, run_main, write_json  # noqa: E402
@@ -70,6 +70,7 @@ class Scored:
         columns = [bundle.labels.index(label) for label in labels]  # by name: a teacher's order may differ
         self.logits = bundle.logits(sentences)[:, columns].astype(np.float64)  # [n, K]
         self.probs = np.exp(log_softmax(self.logits / bundle.temperature))
+        self.gold = gold
         self.correct = self.probs.argmax(1) == gold
         self.calibration = calibration(self.logits, gold, bundle.temperature)
         self.ms = time_calls(lambda s: bundle.logits_for_ids([bundle.encode(s)]), sentences, repeats, warmup=20)
@@ -89,8 +90,8 @@ def curve(student: Scored, teacher: Scored) -> list[dict]:
 
 
 def plot(models: dict[str, Scored], path: str) -> None:
-    """Reliability diagrams on test: accuracy against mean top probability in 15 bins, before
-    and after each model's temperature."""
+    """Reliability diagrams on test: accuracy against mean top probability in each bin
+    (`metrics.reliability`), before and after each model's temperature."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,11 +101,8 @@ def plot(models: dict[str, Scored], path: str) -> None:
     for ax, (name, m) in zip(axes[0], models.items()):
         for label, probs in (("T = 1", np.exp(log_softmax(m.logits))), (f"T = {m.calibration['temperature']:.2f}",
                                                                         m.probs)):
-            conf, right = probs.max(1), m.correct  # the argmax is the same at any temperature
-            bins = np.clip(np.ceil(conf * 15).astype(int) - 1, 0, 14)
-            xs = [conf[bins == b].mean() for b in range(15) if (bins == b).any()]
-            ys = [right[bins == b].mean() for b in range(15) if (bins == b).any()]
-            ax.plot(xs, ys, marker="o", label=label)
+            points = reliability(probs, m.gold)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
         ax.set(title=name, xlabel="top probability", ylabel="accuracy", xlim=(0.45, 1.0), ylim=(0.3, 1.0))
         ax.legend()

@@ -12,7 +12,7 @@ import numpy as np
 import label
 import preprocess
 import train
-from config import TrainConfig
+from config import GOLD_MIX_ALPHAS, TrainConfig
 from conftest import ROOT
 from dataset import read_examples, read_transfer
 from inference import Predictor
@@ -91,8 +91,8 @@ def test_scores_for_train_only_keep_gold_labels_and_get_the_gold_mix(data_dir, g
                        "--alpha=auto", "--epochs=2", "--batch_size=32", "--device=cpu",
                        f"--log_dir={tmp_path / 'runs'}"]) == 0
     res = results_of(save)
-    assert [t["alpha"] for t in res["alpha_trials"]] == [0.0, 0.5]
-    assert res["alpha"] in (0.0, 0.5) and save.exists() and Path(f"{save}.last").exists()
+    assert [t["alpha"] for t in res["alpha_trials"]] == list(GOLD_MIX_ALPHAS)
+    assert res["alpha"] in GOLD_MIX_ALPHAS and save.exists() and Path(f"{save}.last").exists()
     assert not list(tmp_path.glob("mix.pt.alpha*"))  # the trial not kept is removed
     best = max(t["best_accuracy"] for t in res["alpha_trials"])
     assert res["best_accuracy"] == best
