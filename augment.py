@@ -25,6 +25,11 @@ first occurrence's label); a variant is dropped if it equals any original senten
 file or any line already written. `--no_augment` copies every line through (normalised,
 no dedupe).
 
+Sentence pairs: a pair's tokens are side a's, the separator `PAIR_TOKEN` (a tab, which no
+word tokenizer makes), side b's. With `pair_mode` `both` (the default) each draw applies the
+rules above to each side on its own (each with its own budget, one RNG); with `one` a draw
+changes one side, picked at random, and keeps the other. The separator is never changed.
+
 Determinism: each sentence gets its own RNG seeded from (seed, sentence index), so the
 output is byte-identical with or without `--parallel` and for any `--num_workers`.
 POS tagging runs in the main process; only the pure-Python draws go to the worker pool.
@@ -61,6 +66,24 @@ class AugmentParams:
     max_ng: int = 5
     n_iter: int = 20
     ngram_mode: str = "mask"  # "mask" or "sample"
+    pair_mode: str = "both"  # sentence pairs: "both" sides changed in each draw, or "one"
+
+
+PAIR_MODES = ("both", "one")
+PAIR_TOKEN = "\t"  # between a pair's sides in a token list (runtime.PAIR_SEP, the pair text's separator)
+
+
+def tokens_text(tokens: list[str]) -> str:
+    """A token list as a data file's text: space-joined, a pair's sides tab-separated."""
+    return " ".join(tokens).replace(f" {PAIR_TOKEN} ", PAIR_TOKEN)
+
+
+def pair_sides(tokens: list[str]) -> tuple[list[str], list[str]] | None:
+    """(side a, side b) of a pair's token list; None for a sentence."""
+    if PAIR_TOKEN not in tokens:
+        return None
+    cut = tokens.index(PAIR_TOKEN)
+    return tokens[:cut], tokens[cut + 1:]
 
 
 # ---------------------------------------------------------------------------
@@ -91,10 +114,15 @@ def pos_tag(token_lists: list[list[str]], batch_size: int = 1000) -> list[list[s
     from spacy.tokens import Doc
 
     nlp = load_spacy_tagger()
-    docs = (Doc(nlp.vocab, words=tokens) for tokens in token_lists)
+    # a pair's sides are tagged as two sentences, and its separator tagged as itself
+    pieces = [list(sides) if (sides := pair_sides(tokens)) is not None else [tokens] for tokens in token_lists]
+    docs = (Doc(nlp.vocab, words=side) for sides in pieces for side in sides)
+    flat = (t for t in tqdm(nlp.pipe(docs, batch_size=batch_size), total=sum(map(len, pieces)), desc="POS tagging",
+                            unit="sent"))
     tags: list[list[str]] = []
-    for doc in tqdm(nlp.pipe(docs, batch_size=batch_size), total=len(token_lists), desc="POS tagging", unit="sent"):
-        tags.append([t.tag_ for t in doc])
+    for sides in pieces:
+        side_tags = [[t.tag_ for t in next(flat)] for _ in sides]
+        tags.append([*side_tags[0], PAIR_TOKEN, *side_tags[1]] if len(sides) == 2 else side_tags[0])
     return tags
 
 
@@ -103,7 +131,8 @@ def build_pos_vocab(token_lists: Iterable[list[str]], tag_lists: Iterable[list[s
     vocab: dict[str, set[str]] = {}
     for tokens, tags in zip(token_lists, tag_lists):
         for word, tag in zip(tokens, tags):
-            vocab.setdefault(tag, set()).add(word)
+            if word != PAIR_TOKEN:
+                vocab.setdefault(tag, set()).add(word)
     return {tag: sorted(words) for tag, words in sorted(vocab.items())}
 
 
@@ -139,6 +168,14 @@ def augment_sentence(
     `tags` (aligned with `tokens`) may be None: no POS swaps then, but the same random
     numbers are drawn. Returns a new token list; `tokens` is not modified.
     """
+    sides = pair_sides(tokens)
+    if sides is not None:
+        side_tags = pair_sides(tags) if tags is not None else (None, None)
+        changed_side = rng.randrange(2) if params.pair_mode == "one" else None
+        out_sides = [side if changed_side not in (None, k) else
+                     augment_sentence(side, side_tags[k], pos_vocab, rng, params)
+                     for k, side in enumerate(sides)]
+        return [*out_sides[0], PAIR_TOKEN, *out_sides[1]]
     n = len(tokens)
     budget = change_budget(n)
     out = list(tokens)
@@ -187,11 +224,11 @@ def augment_one(
     The RNG depends only on (seed, index), never on which process runs this.
     """
     rng = random.Random(f"{seed}-{index}")
-    original = " ".join(tokens)
+    original = tokens_text(tokens)
     seen = {original}
     result = [original]
     for _ in range(params.n_iter):
-        text = " ".join(augment_sentence(tokens, tags, pos_vocab, rng, params))
+        text = tokens_text(augment_sentence(tokens, tags, pos_vocab, rng, params))
         if text not in seen:
             seen.add(text)
             result.append(text)
@@ -245,7 +282,7 @@ def write_augmented(path: str | Path, token_lists: list[list[str]], labels: list
                     seed: int, num_workers: int | None) -> int:
     """Write the originals and their distinct variants as `sentence<TAB>label` lines,
     deduplicated as the module docstring says; returns the number of lines."""
-    originals = {" ".join(tokens) for tokens in token_lists}
+    originals = {tokens_text(tokens) for tokens in token_lists}
     written: set[str] = set()
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as f:
         results = augment_all(token_lists, tag_lists, pos_vocab, params, seed, num_workers)

@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from augment import AugmentParams, build_pos_vocab, pos_tag, write_augmented
+from augment import PAIR_MODES, PAIR_TOKEN, AugmentParams, build_pos_vocab, pos_tag, tokens_text, write_augmented
 from cli import add_seed_flag
 from dataset import read_examples
-from runtime import WORD_TOKENIZERS, WordTokenizer
+from runtime import WORD_TOKENIZERS, WordTokenizer, split_pair
 from util import (UserError, atomic_path, bounded, non_negative,
                   probability, run_main, set_seed, write_json)
 
@@ -31,8 +31,8 @@ logger = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     """The command-line flags."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--input", required=True, help="sentence<TAB>label file")
-    p.add_argument("--output", required=True, help="augmented sentence<TAB>label file")
+    p.add_argument("--input", required=True, help="sentence<TAB>label file (or sentence_a<TAB>sentence_b<TAB>label)")
+    p.add_argument("--output", required=True, help="augmented file, in the input's format")
     p.add_argument("--mask_token", default="[MASK]", help="mask token ('<mask>' for RoBERTa)")
     p.add_argument("--p_mask", type=probability, default=0.1, help="per-token masking probability")
     p.add_argument("--p_pos", type=probability, default=0.1, help="per-token same-POS replacement probability")
@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dummy_label", default="0", help="label written without --preserve_label")
     p.add_argument("--ngram_mode", choices=["mask", "sample"], default="mask",
                    help="mask: mask an n-gram; sample: keep only an n-gram (Tang et al.)")
+    p.add_argument("--pair_mode", choices=PAIR_MODES, default="both",
+                   help="sentence pairs: change both sides in each draw, or one side picked at random")
     p.add_argument("--spacy_batch_size", type=bounded(int, 1, low_inclusive=True), default=1000)
     return p
 
@@ -71,7 +73,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--mask_token {args.mask_token!r}: must be non-empty, without whitespace")
     start = time.perf_counter()
     rows = read_examples(args.input)
-    token_lists = WordTokenizer(args.tokenizer, args.lowercase).many(r.sentence for r in rows)
+    tokenize = WordTokenizer(args.tokenizer, args.lowercase)
+    # a pair's tokens: side a's, PAIR_TOKEN, side b's (augment.py)
+    token_lists = [tokenize(r.sentence) if not r.pair else
+                   [*tokenize(split_pair(r.sentence)[0]), PAIR_TOKEN, *tokenize(split_pair(r.sentence)[1])]
+                   for r in rows]
     labels = [r.label if args.preserve_label else args.dummy_label for r in rows]
     output = Path(args.output)
     n_out = 0
@@ -79,11 +85,12 @@ def run(args: argparse.Namespace) -> int:
     if args.no_augment:
         with atomic_path(output) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as f:
             for tokens, label in zip(token_lists, labels):
-                f.write(f"{' '.join(tokens)}\t{label}\n")
+                f.write(f"{tokens_text(tokens)}\t{label}\n")
                 n_out += 1
         tag_time = draw_time = 0.0
     else:
-        params = AugmentParams(args.mask_token, args.p_mask, args.p_pos, args.p_ng, args.max_ng, args.n_iter, args.ngram_mode)
+        params = AugmentParams(args.mask_token, args.p_mask, args.p_pos, args.p_ng, args.max_ng, args.n_iter,
+                               args.ngram_mode, args.pair_mode)
         t0 = time.perf_counter()
         if args.analyzer == "spacy":
             tag_lists: list[list[str]] | None = pos_tag(token_lists, args.spacy_batch_size)

@@ -33,9 +33,9 @@ import torch
 import torch.nn as nn
 
 from config import STUDENT_ONLY_KEYS, Config, config_from_dict, config_to_dict
-from model import GloveStudent, SequenceClassifier, TransformerClassifier, build_student
+from model import GloveStudent, SequenceClassifier, SiameseStudent, TransformerClassifier, build_student
 from teachers import (CHECKPOINT_FORMAT, TEACHER_META, is_teacher, load_hf_tokenizer, read_teacher_meta,
-                      tokenizer_lowercases)
+                      segment_sep_id, tokenizer_lowercases)
 from util import UserError, atomic_path, current_umask, write_json
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def save_student(path: str | Path, model: GloveStudent, vocab: list[str], labels
 class StudentCheckpoint:
     """A loaded student checkpoint."""
 
-    model: GloveStudent
+    model: GloveStudent | SiameseStudent
     vocab: list[str]
     labels: list[str]
     state: dict
@@ -99,7 +99,7 @@ def load_student(path: str | Path, device: torch.device | str = "cpu") -> Studen
     if config.is_transformer:
         raise UserError(f"{path}: holds a transformer config; teachers are directories (--bert_output_dir)")
     vocab, labels = payload["vocab"], payload["labels"]
-    model = build_student(config, len(vocab), len(labels))
+    model = build_student(config, len(vocab), len(labels), config.sep_id(vocab))
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as e:
@@ -114,7 +114,7 @@ def load_student(path: str | Path, device: torch.device | str = "cpu") -> Studen
 
 def save_teacher(out_dir: str | Path, model: TransformerClassifier | SequenceClassifier, config: Config,
                  tokenizer: Any, labels: list[str], lowercase: bool, state: dict | None = None,
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, pairs: bool = False) -> None:
     """Write a teacher directory; the weights last, so their presence marks a complete save.
 
     The `hf` head is written by the library itself (`save_pretrained`: config with
@@ -129,7 +129,7 @@ def save_teacher(out_dir: str | Path, model: TransformerClassifier | SequenceCla
     tokenizer.save_pretrained(out_dir)
     write_json(out_dir / TEACHER_META, {
         "format": CHECKPOINT_FORMAT, "config": config_to_dict(config), "labels": list(labels),
-        "lowercase": lowercase, "mask_token": tokenizer.mask_token, "temperature": temperature,
+        "lowercase": lowercase, "mask_token": tokenizer.mask_token, "temperature": temperature, "pairs": pairs,
     })
     if state is not None:
         with atomic_path(out_dir / "training_state.pt") as tmp:
@@ -160,6 +160,7 @@ class TeacherCheckpoint:
     labels: list[str]
     lowercase: bool
     temperature: float = 1.0  # fitted on valid by train.py; 1: anyone's classifier, or older teachers
+    pairs: bool | None = None  # trained here on sentence pairs or not; None: anyone's classifier (either)
 
 
 def load_teacher(path: str | Path, device: torch.device | str = "cpu") -> TeacherCheckpoint:
@@ -182,10 +183,11 @@ def load_teacher(path: str | Path, device: torch.device | str = "cpu") -> Teache
                     int(getattr(model.config, "max_position_embeddings", 512) or 512))
         config = config_from_dict({"emb_class": "auto", "enc_class": "hf", "n_ctx": n_ctx}, f"{path}")
         lowercase = tokenizer_lowercases(tokenizer)
-    classifier = SequenceClassifier(model)
+    classifier = SequenceClassifier(model, segment_sep_id(tokenizer, model.config))
     classifier.to(device).eval()
     temperature = float(meta.get("temperature", 1.0)) if meta is not None else 1.0
-    return TeacherCheckpoint(classifier, config, tokenizer, labels, lowercase, temperature)
+    return TeacherCheckpoint(classifier, config, tokenizer, labels, lowercase, temperature,
+                             meta.get("pairs", False) if meta is not None else None)
 
 
 def load_sequence_classifier(path: str | Path, **kwargs: Any) -> nn.Module:
@@ -219,7 +221,8 @@ def _load_seed_head_teacher(out_dir: Path, meta: dict, device: torch.device | st
     except (OSError, ValueError) as e:
         raise UserError(f"{out_dir}: cannot read the encoder config: {str(e).splitlines()[0]}") from e
     tokenizer = load_hf_tokenizer(out_dir)
-    model = TransformerClassifier(encoder_config, len(labels), config.dropout, head=config.enc_class)
+    model = TransformerClassifier(encoder_config, len(labels), config.dropout, head=config.enc_class,
+                                  sep_id=segment_sep_id(tokenizer, encoder_config))
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError) as e:
@@ -230,7 +233,7 @@ def _load_seed_head_teacher(out_dir: Path, meta: dict, device: torch.device | st
         raise UserError(f"{weights_path}: weights do not fit the stored config: {str(e).splitlines()[0]}") from e
     model.to(device).eval()
     return TeacherCheckpoint(model, config, tokenizer, labels, bool(meta.get("lowercase", False)),
-                             float(meta.get("temperature", 1.0)))
+                             float(meta.get("temperature", 1.0)), bool(meta.get("pairs", False)))
 
 
 def load_pretrained_teacher(path: str | Path, labels: list[str], config: Config
@@ -243,19 +246,21 @@ def load_pretrained_teacher(path: str | Path, labels: list[str], config: Config
     path = str(path)
     if Path(path).is_dir() and not (Path(path) / "config.json").exists():
         raise UserError(f"{path}: not a Hugging Face model directory (no config.json)")
+    tokenizer = load_hf_tokenizer(path)
     if config.enc_class == "hf":
         if is_teacher(path):
             raise UserError(f"{path}: is already a fine-tuned classifier; distill it as it is (TEACHER=, "
                             "--bert_output_dir) or fine-tune its encoder")
-        return SequenceClassifier(load_sequence_classifier(
-            path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)}))
+        hf = load_sequence_classifier(path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                      label2id={label: i for i, label in enumerate(labels)})
+        return SequenceClassifier(hf, segment_sep_id(tokenizer, hf.config))
     try:
         encoder_config = AutoConfig.from_pretrained(path)
         encoder = AutoModel.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: cannot load a Hugging Face encoder: {str(e).splitlines()[0]}") from e
-    return TransformerClassifier(encoder_config, len(labels), config.dropout, head=config.enc_class, encoder=encoder)
+    return TransformerClassifier(encoder_config, len(labels), config.dropout, head=config.enc_class, encoder=encoder,
+                                 sep_id=segment_sep_id(tokenizer, encoder_config))
 
 
 def load_training_state(path: str | Path) -> dict:

@@ -62,8 +62,24 @@ STUDENT_KINDS: dict[str, StudentKind] = {
     "bow": StudentKind(("bow",), "configs/config-glove-bow.json", "GloVe bag of n-grams"),
     # a deep averaging network (Iyyer et al. 2015): the bag of n-grams with hidden ReLU layers
     "dan": StudentKind(("bow",), "configs/config-glove-dan.json", "GloVe deep averaging network"),
+    # sentence pairs only: the words of each side attend to the other's (Parikh et al. 2016)
+    "decomp-att": StudentKind(("decomp",), "configs/config-glove-decomp-att.json", "GloVe decomposable attention"),
 }
-SECTIONS = ("cnn", "densenet", "dsa", "lstm", "bow")
+SECTIONS = ("cnn", "densenet", "dsa", "lstm", "bow", "decomp")
+# Which students take which data: a pair student encodes both sides with one shared encoder
+# (siamese, Tang et al. 2019) or compares their words (decomposable attention); the DenseNets
+# were built for single sentences and are not offered for pairs.
+PAIR_STUDENTS = ("cnn", "bilstm", "bow", "dan", "decomp-att")
+SINGLE_STUDENTS = ("cnn", "densenet-cnn", "densenet-dsa", "bilstm", "bow", "dan")
+
+
+def check_student_data(enc_class: str, pairs: bool, where: str) -> None:
+    """Refuse a student for data it does not take (a DenseNet for pairs, decomposable
+    attention for single sentences)."""
+    allowed = PAIR_STUDENTS if pairs else SINGLE_STUDENTS
+    if enc_class not in allowed:
+        raise UserError(f"{where}: the {enc_class!r} student does not take "
+                        f"{'sentence pairs' if pairs else 'single sentences'}; for this data use one of {list(allowed)}")
 
 
 # ---------------------------------------------------------------------------
@@ -124,6 +140,15 @@ class BowConfig:
 
 
 @dataclass
+class DecompConfig:
+    """Decomposable attention (Parikh et al. 2016): the GloVe vectors projected to `hidden`,
+    then the attend, compare and aggregate feed-forward networks, each two ReLU layers of
+    `hidden` units."""
+
+    hidden: int = 200
+
+
+@dataclass
 class Config:
     """A model config, one per JSON file in `configs/`.
 
@@ -143,6 +168,7 @@ class Config:
     token_emb_dim: int = 50
     pad_token: str = "<pad>"
     unk_token: str = "<unk>"
+    sep_token: str = "<sep>"
     pad_token_id: int = 0
     unk_token_id: int = 1
     freeze_emb: bool = False
@@ -152,6 +178,7 @@ class Config:
     dsa: DSAConfig | None = None
     lstm: LSTMConfig | None = None
     bow: BowConfig | None = None
+    decomp: DecompConfig | None = None
 
     @property
     def is_transformer(self) -> bool:
@@ -162,7 +189,12 @@ class Config:
         when it is a bag of n-grams."""
         bow = self.bow
         return WordIds(vocab, WordTokenizer(self.tokenizer, self.lowercase), self.n_ctx, self.unk_token_id,
-                       bow.ngrams if bow else 1, bow.buckets if bow else 0)
+                       bow.ngrams if bow else 1, bow.buckets if bow else 0, sep_id=self.sep_id(vocab))
+
+    def sep_id(self, vocab: list[str]) -> int | None:
+        """`sep_token`'s id in a pair vocabulary (preprocess.py puts it there for pair data);
+        None for a single-sentence vocabulary, which never has it (GloVe has no `<sep>`)."""
+        return vocab.index(self.sep_token) if self.sep_token in vocab else None
 
     def validate(self, where: str, keys: set[str] | None = None) -> None:
         """Check what the types cannot: known classes, the right sections, sizes > 0, and no
@@ -219,7 +251,7 @@ class Config:
 
 
 # The keys a transformer config must not set (they only mean something for GloVe students).
-STUDENT_ONLY_KEYS = ("lowercase", "tokenizer", "token_emb_dim", "pad_token", "unk_token", "pad_token_id",
+STUDENT_ONLY_KEYS = ("lowercase", "tokenizer", "token_emb_dim", "pad_token", "unk_token", "sep_token", "pad_token_id",
                      "unk_token_id", "freeze_emb", "fc_hidden_size", *SECTIONS)
 
 
@@ -315,6 +347,7 @@ class Recipe:
     train_subset: int = 0  # 0: all of train.txt; else a seeded subset of that many lines
     n_iter: int = 8  # augmentation draws per sentence
     ngram_mode: str = "mask"
+    pair_mode: str = "both"  # sentence pairs: augment_data.py --pair_mode (both sides changed per draw, or one)
     mask_token: str | None = None  # None: the teacher tokenizer's own
     label_batch_size: int = 128
     label_amp: str = "none"
@@ -382,6 +415,8 @@ class Recipe:
                             f"{self.label_runtime!r} set label_amp to \"none\" (or label_runtime to \"pytorch\")")
         if self.ngram_mode not in ("mask", "sample"):
             raise UserError(f"{where}: ngram_mode must be 'mask' or 'sample'")
+        if self.pair_mode not in ("both", "one"):
+            raise UserError(f"{where}: pair_mode must be 'both' or 'one'")
         if self.transfer not in (None, "augmented", "unlabeled", "both"):
             raise UserError(f"{where}: transfer must be 'augmented', 'unlabeled', 'both' or null")
 

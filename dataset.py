@@ -4,8 +4,11 @@ runtime.py's; this module turns files into the arrays and tensors training reads
 Formats (UTF-8, one example a line, `\\n` endings; CRLF, a BOM and a missing last newline
 are accepted on reading):
 
-- raw data (`train.txt`, `valid.txt`, `test.txt`, `augmented.raw`): `sentence<TAB>label`.
-- unlabeled text (`--unlabeled`): one sentence a line.
+- raw data (`train.txt`, `valid.txt`, `test.txt`, `augmented.raw`): `sentence<TAB>label`, or
+  for sentence pairs `sentence_a<TAB>sentence_b<TAB>label` on every line of the file. A pair
+  is carried everywhere as one text, its sides joined by a tab (`runtime.join_pair`), so the
+  id files and the transfer set below hold it as they hold a sentence.
+- unlabeled text (`--unlabeled`): one sentence a line (a pair data set: two columns).
 - `label.txt`: the label strings, sorted, one a line; line i is label id i.
 - `vocab.txt` + `embedding.npy`: the GloVe student vocabulary (line i is token id i;
   `<pad>` is 0, `<unk>` is 1) and its `[vocab, dim]` float32 matrix.
@@ -29,6 +32,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from runtime import is_pair, join_pair
 from teachers import teacher_columns
 from util import UserError, atomic_path, read_json, require_file
 
@@ -45,11 +49,15 @@ SEED_TRANSFER_FILE = "augmented.txt"
 
 @dataclass
 class Example:
-    """One line of a raw data file."""
+    """One line of a raw data file (`sentence` is a pair's joined text for pair data)."""
 
     sentence: str
     label: str
     lineno: int
+
+    @property
+    def pair(self) -> bool:
+        return is_pair(self.sentence)
 
 
 def _stdin_bytes() -> Iterable[bytes]:
@@ -81,26 +89,60 @@ def _read_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
         logger.info("%s: skipped %d blank line(s)", path, blank)
 
 
-def read_examples(path: str | Path) -> list[Example]:
-    """Read a `sentence<TAB>label` file. Blank lines are skipped; anything else malformed
-    is a UserError naming the file and line."""
+SINGLE_FORMAT, PAIR_FORMAT = "'sentence<TAB>label'", "'sentence_a<TAB>sentence_b<TAB>label'"
+
+
+def read_examples(path: str | Path, pairs: bool | None = None) -> list[Example]:
+    """Read a `sentence<TAB>label` file, or a pair file (`sentence_a<TAB>sentence_b<TAB>label`).
+    The first line decides which, unless `pairs` says; every line must then have that many
+    columns. Blank lines are skipped; anything else malformed is a UserError naming the file
+    and line."""
     path = Path(path)
     examples = []
-    for lineno, line in _read_lines(path, "a 'sentence<TAB>label' file"):
+    for lineno, line in _read_lines(path, f"a {SINGLE_FORMAT} or {PAIR_FORMAT} file"):
         fields = line.split("\t")
-        if len(fields) != 2:
-            raise UserError(
-                f"{path}:{lineno}: expected 'sentence<TAB>label' (one tab), found {len(fields) - 1} tabs"
-            )
-        sentence, label = fields[0].strip(), fields[1].strip()
-        if not sentence:
-            raise UserError(f"{path}:{lineno}: empty sentence")
+        if pairs is None and len(fields) in (2, 3):
+            pairs = len(fields) == 3
+        if len(fields) != (3 if pairs else 2):
+            expected = f"{SINGLE_FORMAT} or {PAIR_FORMAT}" if pairs is None else PAIR_FORMAT if pairs else SINGLE_FORMAT
+            what = "" if pairs is None or not examples else \
+                f" as line {examples[0].lineno} does ({'a pair' if pairs else 'a single sentence'} file)"
+            raise UserError(f"{path}:{lineno}: expected {expected}{what}, found {len(fields)} columns")
+        texts, label = [f.strip() for f in fields[:-1]], fields[-1].strip()
+        for side, text in zip(("sentence_a", "sentence_b") if pairs else ("sentence",), texts):
+            if not text:
+                raise UserError(f"{path}:{lineno}: empty {side}")
         if not label:
             raise UserError(f"{path}:{lineno}: empty label")
-        examples.append(Example(sentence, label, lineno))
+        examples.append(Example(join_pair(*texts) if pairs else texts[0], label, lineno))
     if not examples:
         raise UserError(f"{path}: no examples (only blank lines)")
     return examples
+
+
+def read_splits(data_dir: Path, splits: Sequence[str] = ("train", "valid", "test")) -> dict[str, list[Example]]:
+    """The data set's splits, all in train.txt's format (single sentences or pairs): a split
+    in the other is refused at its first line."""
+    out: dict[str, list[Example]] = {}
+    for split in splits:
+        pairs = out[splits[0]][0].pair if out else None
+        out[split] = read_examples(Path(data_dir) / f"{split}.txt", pairs)
+    return out
+
+
+def check_pairs(model: str, model_pairs: bool | None, path: str | Path, data_pairs: bool) -> None:
+    """Refuse a model of single sentences given pair data, or the reverse (`model_pairs`
+    None: a model that takes either)."""
+    if model_pairs is not None and model_pairs != data_pairs:
+        kind = {True: "sentence pairs", False: "single sentences"}
+        raise UserError(f"{path}: holds {kind[data_pairs]}, but {model} takes {kind[model_pairs]}")
+
+
+def is_pair_data(path: str | Path) -> bool:
+    """Whether a data file holds sentence pairs (its first line has three columns)."""
+    for _, line in _read_lines(Path(path), f"a {SINGLE_FORMAT} or {PAIR_FORMAT} file"):
+        return line.count("\t") == 2
+    raise UserError(f"{path}: no examples (only blank lines)")
 
 
 def write_examples(path: str | Path, examples: Iterable[tuple[str, str]]) -> int:
@@ -205,17 +247,21 @@ def count_tokens(token_lists: Iterable[list[str]], counts: dict[str, int] | None
 
 
 def build_vocab(
-    counts: dict[str, int], glove: dict[str, np.ndarray], pad_token: str, unk_token: str, dim: int
+    counts: dict[str, int], glove: dict[str, np.ndarray], pad_token: str, unk_token: str, dim: int,
+    sep_token: str | None = None,
 ) -> tuple[list[str], np.ndarray]:
-    """Vocabulary = `<pad>`, `<unk>`, then the data's tokens (`counts`) that GloVe knows, most
-    frequent first (ties alphabetical). Returns the token list and its `[vocab, dim]` matrix;
-    `<pad>` is zeros (padding contributes nothing), `<unk>` the mean GloVe vector."""
-    words = sorted((w for w in counts if w in glove), key=lambda w: (-counts[w], w))
-    vocab = [pad_token, unk_token, *words]
+    """Vocabulary = `<pad>`, `<unk>`, for pair data `sep_token` (`<sep>`, between a pair's
+    sides), then the data's tokens (`counts`) that GloVe knows, most frequent first (ties
+    alphabetical). Returns the token list and its `[vocab, dim]` matrix; `<pad>` and `<sep>`
+    are zeros (a pair student splits at `<sep>` and never reads its vector), `<unk>` the mean
+    GloVe vector."""
+    words = sorted((w for w in counts if w in glove and w != sep_token), key=lambda w: (-counts[w], w))
+    specials = [pad_token, unk_token] + ([sep_token] if sep_token else [])
+    vocab = [*specials, *words]
     matrix = np.zeros((len(vocab), dim), dtype=np.float32)
     if words:
-        matrix[2:] = np.stack([glove[w] for w in words])
-        matrix[1] = matrix[2:].mean(axis=0)
+        matrix[len(specials):] = np.stack([glove[w] for w in words])
+        matrix[1] = matrix[len(specials):].mean(axis=0)
     return vocab, matrix
 
 
@@ -413,14 +459,14 @@ def read_transfer(path: str | Path, num_labels: int) -> Iterator[TransferRow]:
     """Stream a transfer set (either form, see above); a malformed line is a UserError."""
     path = Path(path)
     for lineno, line in _read_lines(path, "a transfer set ('sentence<TAB>source<TAB>gold<TAB>logits')"):
-        fields = line.split("\t")
+        fields = line.rsplit("\t", 3)  # a pair's text has a tab of its own
         if len(fields) != 4:
             raise UserError(f"{path}:{lineno}: expected 'sentence<TAB>source<TAB>gold<TAB>logits' (label.py's transfer "
                             f"set), found {len(fields) - 1} tabs")
         sentence, source, gold, scores = fields[0], fields[1], fields[2] or None, fields[3]
         if source not in TRANSFER_SOURCES:
             raise UserError(f"{path}:{lineno}: unknown source {source!r}; expected one of {list(TRANSFER_SOURCES)}")
-        if not sentence.strip():
+        if not all(side.strip() for side in sentence.split("\t")):
             raise UserError(f"{path}:{lineno}: empty sentence")
         yield TransferRow(sentence.strip(), source, gold, _parse_scores(scores.split(), num_labels, path, lineno,
                                                                         scores), lineno)
@@ -471,9 +517,11 @@ def read_transfer_ids(path: str | Path, num_labels: int) -> IdsData:
 PROB_FLOOR = 1e-6
 
 
-def read_teacher_scores(path: str | Path, labels: Sequence[str], label_map: dict[str, str]
-                        ) -> Iterator[tuple[int, str, list[float]]]:
-    """Stream (line number, text, logits in `labels` order) from a teacher-scores JSONL file.
+def read_teacher_scores(path: str | Path, labels: Sequence[str], label_map: dict[str, str],
+                        pairs: bool | None = None) -> Iterator[tuple[int, str, list[float]]]:
+    """Stream (line number, text, logits in `labels` order) from a teacher-scores JSONL file;
+    a pair's record has `text_b` beside `text` (`pairs`: whether the data are pairs; None: as
+    the first record).
     Refused, naming the file and line: not JSON, no text, a missing or unknown label, a
     non-finite score, probabilities outside [0, 1] or not summing to 1 within 1e-3."""
     path = Path(path)
@@ -487,13 +535,20 @@ def read_teacher_scores(path: str | Path, labels: Sequence[str], label_map: dict
         if not isinstance(record, dict):
             raise UserError(f"{where}: expected a JSON object with 'text' and 'logits' or 'probs'")
         kinds = [k for k in ("logits", "probs") if k in record]
-        unknown = sorted(set(record) - {"text", "logits", "probs"})
+        unknown = sorted(set(record) - {"text", "text_b", "logits", "probs"})
         if unknown or len(kinds) != 1 or not isinstance(record[kinds[0]], dict):
-            raise UserError(f"{where}: expected keys 'text' and one of 'logits'/'probs' (an object label -> score)"
-                            + (f"; unknown key {unknown[0]!r}" if unknown else ""))
-        text = record.get("text")
-        if not isinstance(text, str) or not text.strip() or "\t" in text or "\n" in text:
-            raise UserError(f"{where}: 'text' must be a non-empty string without tabs or newlines")
+            raise UserError(f"{where}: expected keys 'text' (and 'text_b' for a pair) and one of 'logits'/'probs' (an "
+                            "object label -> score)" + (f"; unknown key {unknown[0]!r}" if unknown else ""))
+        if pairs is None:
+            pairs = "text_b" in record
+        if pairs != ("text_b" in record):
+            raise UserError(f"{where}: " + ("no 'text_b': the file's first record and the data are sentence pairs"
+                                            if pairs else "'text_b' in a file of single sentences"))
+        sides = [record.get(k) for k in (("text", "text_b") if pairs else ("text",))]
+        for key, side in zip(("text", "text_b"), sides):
+            if not isinstance(side, str) or not side.strip() or "\t" in side or "\n" in side:
+                raise UserError(f"{where}: {key!r} must be a non-empty string without tabs or newlines")
+        text = join_pair(*(side.strip() for side in sides)) if pairs else sides[0]
         kind, scores = kinds[0], record[kinds[0]]
         names = tuple(sorted(scores))
         if names not in columns_for:
@@ -536,11 +591,23 @@ def bucketed_batches(
     return batches
 
 
-def read_sentences(path: str | Path) -> Iterator[tuple[int, str]]:
+def read_sentences(path: str | Path, pairs: bool = False) -> Iterator[tuple[int, str]]:
     """Stream unlabeled text (a file, or stdin for '-'): (line number, sentence), one sentence
-    a line (the text before a tab when a line has one); blank lines skipped. The one reader
-    of sentence files: label.py's unlabeled text, predict.py's input."""
-    for lineno, line in _read_lines(Path(path), "unlabeled text, one sentence a line"):
-        sentence = line.split("\t", 1)[0].strip()
-        if sentence:
-            yield lineno, sentence
+    a line (the text before a tab when a line has one), or with `pairs` one pair a line (the
+    first two columns, both non-empty, as one text); blank lines skipped. The one reader of
+    sentence files: label.py's unlabeled text, predict.py's input."""
+    for lineno, line in _read_lines(Path(path), "a sentence pair a line, 'sentence_a<TAB>sentence_b'" if pairs
+                                    else "unlabeled text, one sentence a line"):
+        fields = [f.strip() for f in line.split("\t")]
+        if not pairs:
+            if len(fields) > 2:
+                raise UserError(f"{path}:{lineno}: {len(fields)} columns, a sentence pair and its label? Expected one "
+                                "sentence a line (a 'sentence<TAB>label' line uses the sentence): this is for single "
+                                "sentences")
+            if fields[0]:
+                yield lineno, fields[0]
+            continue
+        if len(fields) < 2 or not fields[0] or not fields[1]:
+            raise UserError(f"{path}:{lineno}: expected a sentence pair, 'sentence_a<TAB>sentence_b' (both sides "
+                            f"non-empty), found {'one column' if len(fields) < 2 else 'an empty side'}")
+        yield lineno, join_pair(fields[0], fields[1])

@@ -29,7 +29,7 @@ from tqdm import tqdm
 import label
 from cli import add_teacher_flag, common_parser
 from config import Config, config_to_dict, load_config
-from dataset import AUGMENTED_FILE, data_labels, label_ids, read_examples
+from dataset import AUGMENTED_FILE, check_pairs, data_labels, label_ids, read_examples
 from inference import Predictor, describe, pad_batch, predict_logits
 from metrics import ECE_BINS, calibration, macro_f1
 from teachers import parse_label_map, teacher_columns
@@ -81,6 +81,7 @@ def evaluate_test(args: argparse.Namespace, predictor: Predictor, device: torch.
     logit columns are put in the data's label order by name (a teacher's own order may differ)."""
     path = Path(args.data_dir) / args.test_filename
     examples = read_examples(path)
+    check_pairs(predictor.path, predictor.pairs, path, examples[0].pair)
     sentences = [e.sentence for e in examples]
     labels = data_labels(Path(args.data_dir))
     columns = torch.tensor(teacher_columns(predictor.labels, labels, parse_label_map(args.label_map),

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from checkpoint import load_student, load_teacher
 from config import Config, config_to_dict
-from model import GloveBow, GloveStudent, count_parameters
+from model import GloveBow, GloveStudent, SiameseStudent, bag_of_ngrams, count_parameters
 from runtime import (
     BUNDLE_FORMAT,
     OpenVinoSession,
@@ -32,6 +32,7 @@ from runtime import (
     Prediction,
     SubwordIds,
     WordIds,
+    join_pair,
     length_sorted_batches,
     pad_ids,
     predictions,
@@ -92,8 +93,12 @@ class Predictor:
     `labels` are the model's own (a teacher's `id2label` order)."""
 
     def __init__(self, model: nn.Module, config: Config, labels: list[str], ids: WordIds | SubwordIds, path: str,
-                 vocab: list[str] | None = None, device: torch.device | str = "cpu", temperature: float = 1.0):
+                 vocab: list[str] | None = None, device: torch.device | str = "cpu", temperature: float = 1.0,
+                 pairs: bool | None = False):
         self.model, self.config, self.labels, self.ids, self.path = model, config, labels, ids, path
+        # True: takes sentence pairs ('a<TAB>b' texts); False: single sentences; None: either
+        # (someone's classifier, whose tokenizer takes both)
+        self.pairs = ids.pairs if isinstance(ids, WordIds) else pairs
         self.temperature = temperature  # fitted on valid when trained here (metrics.fit_temperature)
         self.pad_id = ids.pad_id if isinstance(ids, SubwordIds) else config.pad_token_id
         self.vocab = vocab  # students only
@@ -119,10 +124,10 @@ class Predictor:
         pad_id = teacher.tokenizer.pad_token_id if teacher.tokenizer.pad_token_id is not None else 0
         ids = SubwordIds(teacher.tokenizer.backend_tokenizer, teacher.lowercase, teacher.config.n_ctx, pad_id)
         return cls(teacher.model, teacher.config, teacher.labels, ids, str(path), device=device,
-                   temperature=teacher.temperature)
+                   temperature=teacher.temperature, pairs=teacher.pairs)
 
     @classmethod
-    def for_student(cls, model: GloveStudent, vocab: list[str], labels: list[str], path: str,
+    def for_student(cls, model: GloveStudent | SiameseStudent, vocab: list[str], labels: list[str], path: str,
                     device: torch.device | str = "cpu", temperature: float = 1.0) -> "Predictor":
         """A student with the word tokenization its config stores."""
         return cls(model, model.config, labels, model.config.word_ids(vocab), path, vocab, device, temperature)
@@ -161,7 +166,7 @@ class Predictor:
     def export_onnx(self, path: str | Path | None = None, quantize: bool = False) -> list[Path]:
         """Export to ONNX (dynamic batch and length); with `quantize` also an int8-weight copy."""
         path = Path(path) if path else self.onnx_path()
-        export_onnx(self.model, path, torch.tensor(self.encode_batch(["a fine example sentence to trace the graph"])))
+        export_onnx(self.model, path, torch.tensor(self.encode_batch([self.trace_text])))
         written = [path]
         if quantize:
             written.append(path.with_name(path.name.replace(".onnx", "") + ".int8.onnx"))
@@ -170,6 +175,12 @@ class Predictor:
             quantize_onnx(path, written[-1], per_channel=self.is_teacher)
         self.model.to(self.device)
         return written
+
+    @property
+    def trace_text(self) -> str:
+        """A sentence (or pair) to trace the graph with for export."""
+        text = "a fine example sentence to trace the graph"
+        return join_pair(text, "another sentence") if self.pairs else text
 
     def use_runtime(self, runtime: str, onnx_path: str | Path | None = None, num_threads: int = 0) -> None:
         """Run an exported ONNX file in `runtime` (`onnxruntime` or `openvino`) on the CPU
@@ -192,14 +203,14 @@ class Predictor:
         out.mkdir(parents=True, exist_ok=True)
         c = self.config
         model, ids, kept = self.model, self.ids, None
-        if isinstance(model, GloveBow):  # only the n-gram rows in use (runtime.prune_buckets)
+        if bag_of_ngrams(model) is not None:  # only the n-gram rows in use (runtime.prune_buckets)
             model, kept = model.without_unused_buckets()
             ids = self.ids.pruned(kept)
-        export_onnx(model, out / "model.onnx", torch.tensor(ids.encode_batch(["a fine example sentence"])))
+        export_onnx(model, out / "model.onnx", torch.tensor(ids.encode_batch([self.trace_text])))
         self.model.to(self.device)
         meta: dict[str, Any] = {"format": BUNDLE_FORMAT, "labels": self.labels, "lowercase": self.lowercase,
                                 "n_ctx": c.n_ctx, "pad_id": self.pad_id, "source": self.path,
-                                "temperature": self.temperature,
+                                "temperature": self.temperature, "pairs": self.pairs,
                                 "config": config_to_dict(c)}
         backends = ["onnxruntime"]
         if isinstance(self.ids, SubwordIds):
@@ -207,14 +218,16 @@ class Predictor:
                 self.ids.tokenizer.save(str(tmp))
             meta["tokenizer"] = "huggingface"
         else:
-            meta.update(tokenizer=c.tokenizer, unk_id=c.unk_token_id, ngrams=self.ids.ngrams, buckets=self.ids.buckets)
+            meta.update(tokenizer=c.tokenizer, unk_id=c.unk_token_id, ngrams=self.ids.ngrams, buckets=self.ids.buckets,
+                        sep_id=self.ids.sep_id)
             atomic_write_text(out / "vocab.txt", "".join(f"{t}\n" for t in self.vocab))
-        if isinstance(model, GloveBow):
-            with atomic_path(out / "bow.npz") as tmp, open(tmp, "wb") as f:
-                np.savez(f, **bow_tables(model))
+        if kept is not None:
             with atomic_path(out / "buckets.npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, kept)  # [k] int64, ascending
             meta["kept_buckets"] = "buckets.npy"
+        if isinstance(model, GloveBow):  # a single-sentence bag: numpy alone (a pair bag runs in ONNX)
+            with atomic_path(out / "bow.npz") as tmp, open(tmp, "wb") as f:
+                np.savez(f, **bow_tables(model))
             backends.insert(0, "numpy")
         meta.update(backend=backends[0], backends=backends)
         atomic_write_text(out / "bundle.json", json.dumps(meta, indent=2) + "\n")

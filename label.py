@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cli import add_teacher_flag, common_parser
 from config import LABEL_RUNTIMES, load_config
-from dataset import AUGMENTED_FILE, TRANSFER_FILE, data_labels, read_examples
+from dataset import AUGMENTED_FILE, TRANSFER_FILE, check_pairs, data_labels, is_pair_data, read_examples
 from runtime import WordTokenizer
 from teachers import parse_label_map, teacher_columns
 from util import (DistContext, UserError, amp_dtype, exit_stage, init_distributed, library_versions, positive,
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace, dist_ctx: DistContext) -> int:
     label_map = parse_label_map(args.label_map)
     output = Path(args.output) if args.output else data_dir / TRANSFER_FILE
     plan = TransferPlan(held_out=[data_dir / "valid.txt", data_dir / "test.txt"],
-                        word_tokenizer=word_tokenizer(args.student_config))
+                        word_tokenizer=word_tokenizer(args.student_config), pairs=is_pair_data(data_dir / "train.txt"))
     scorer, extra, trials = None, {}, None
     if args.teacher_logits:
         plan.teacher_scores, plan.gold_for_scores = Path(args.teacher_logits), data_dir / "train.txt"
@@ -119,6 +119,7 @@ def run(args: argparse.Namespace, dist_ctx: DistContext) -> int:
         device = resolve_device(args.device, dist_ctx.local_rank)
         set_threads(args.num_threads)
         predictor = Predictor.load(args.teacher, device)
+        check_pairs(f"the teacher {args.teacher}", predictor.pairs, data_dir / "train.txt", plan.pairs)
         columns = teacher_columns(predictor.labels, labels, label_map, str(args.teacher))
         if args.runtime != "pytorch":
             if device.type != "cpu" or dist_ctx.enabled:

@@ -66,6 +66,7 @@ class TransferPlan:
     # the students would see as the same, so a student can mix gold labels in (train.py --alpha)
     gold_for_scores: Path | None = None
     held_out: list[Path] = field(default_factory=list)  # valid/test files no line may equal
+    pairs: bool = False  # sentence pairs (two columns of unlabeled text, `text_b` in scores)
     word_tokenizer: WordTokenizer = field(default_factory=WordTokenizer)  # the students'
 
     def inputs(self) -> list[Path]:
@@ -85,8 +86,8 @@ class Item:
 
 def transfer_items(plan: TransferPlan, labels: list[str], label_map: dict[str, str],
                    counts: dict[str, SourceCounts]) -> Iterator[Item]:
-    """The plan's sentences in order, without duplicates and valid/test sentences; `counts`
-    is filled as the stream is read."""
+    """The plan's sentences in order, without duplicates and valid/test sentences (a pair in
+    either order: `WordTokenizer.key`); `counts` is filled as the stream is read."""
     def key(sentence: str) -> int:
         # a stable 64-bit digest of what the students see (the same on every torchrun rank)
         return int.from_bytes(hashlib.blake2b(plan.word_tokenizer.key(sentence).encode(), digest_size=8).digest(),
@@ -114,15 +115,16 @@ def transfer_items(plan: TransferPlan, labels: list[str], label_map: dict[str, s
         if plan.teacher_scores:
             gold = {key(e.sentence): e.label for e in read_examples(plan.gold_for_scores)} if plan.gold_for_scores \
                 else {}
-            for _, text, scores in read_teacher_scores(plan.teacher_scores, labels, label_map):
+            for _, text, scores in read_teacher_scores(plan.teacher_scores, labels, label_map, plan.pairs):
                 yield Item(text, "file", gold.get(key(text)), scores)
             return
         if plan.train:
             yield from (Item(e.sentence, "original", e.label) for e in read_examples(plan.train))
         if plan.augmented:
-            yield from (Item(e.sentence, "augmented", None) for e in read_examples(plan.augmented))
+            yield from (Item(e.sentence, "augmented", None) for e in read_examples(plan.augmented, plan.pairs))
         if plan.unlabeled:
-            yield from (Item(sentence, "unlabeled", None) for _, sentence in read_sentences(plan.unlabeled))
+            yield from (Item(sentence, "unlabeled", None) for _, sentence in read_sentences(plan.unlabeled,
+                                                                                             plan.pairs))
 
     return (item for item in stream() if keep(item))
 

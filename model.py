@@ -10,6 +10,12 @@ its hyperparameters (a `Config`, plain data from config.py) and sizes; no model 
 Every network's `forward(ids, lengths)` takes ids `[batch, seq]` (padding after each
 sentence) and lengths `[batch]`, and returns logits `[batch, num_labels]`. Students mask
 padding everywhere, so a sentence gets the same logits alone or in a padded batch.
+
+Sentence pairs come in the same two tensors: side a's ids, a separator id, side b's ids
+(runtime.py). A teacher derives its segment ids from its tokenizer's separator; a pair
+student splits the row at `<sep>` (`split_pair_ids`) and either encodes both sides with one
+shared encoder and classifies [u, v, u*v, |u - v|] (`SiameseStudent`, Tang et al. 2019) or
+lets the words of each side attend to the other's (`DecomposableAttention`).
 """
 from __future__ import annotations
 
@@ -21,13 +27,40 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from config import CRITERIA, STUDENT_KINDS, CNNConfig, Config, DenseNetConfig, DSAConfig
+from config import CRITERIA, STUDENT_KINDS, CNNConfig, Config, DenseNetConfig, DSAConfig, check_student_data
 from runtime import prune_buckets
 
 
 def length_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
     """`[batch, width]` bool, True on real tokens."""
     return torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def split_pair_ids(ids: torch.Tensor, lengths: torch.Tensor, sep_id: int, pad_id: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of pairs, ids `[B, T]` = side a, `sep_id`, side b, padding, as two batches:
+    (ids_a `[B, T]`, lengths_a `[B]`, ids_b `[B, T]`, lengths_b `[B]`), each side from
+    position 0 with padding after it. Both keep the width T (no data-dependent shapes, so the
+    graph exports to ONNX); a row without `sep_id` is all side a, and side b is empty."""
+    width = ids.size(1)
+    t = torch.arange(width, device=ids.device)[None, :]  # [1, T]
+    is_sep = (ids == sep_id) & (t < lengths[:, None])  # [B, T]
+    # the first separator's position (argmax returns the first maximum), else the length
+    first = is_sep.to(torch.float32).argmax(dim=1)  # [B]
+    len_a = torch.where(is_sep.any(dim=1), first, lengths)  # [B]
+    len_b = (lengths - len_a - 1).clamp(min=0)  # [B]
+    pad = torch.full_like(ids, pad_id)
+    ids_a = torch.where(t < len_a[:, None], ids, pad)  # [B, T]
+    shifted = ids.gather(1, (t + len_a[:, None] + 1).clamp(max=width - 1))  # [B, T]: side b from position 0
+    ids_b = torch.where(t < len_b[:, None], shifted, pad)  # [B, T]
+    return ids_a, len_a, ids_b, len_b
+
+
+def segment_ids(ids: torch.Tensor, sep_id: int) -> torch.Tensor:
+    """BERT's segment (token type) ids `[B, T]` of `[CLS] a [SEP] b [SEP]`: 0 up to and with the
+    first separator, 1 after it (a single sentence is all 0, as the tokenizer would give)."""
+    is_sep = (ids == sep_id).long()  # [B, T]
+    return (is_sep.cumsum(dim=1) - is_sep).clamp(max=1)
 
 
 # ---------------------------------------------------------------------------
@@ -198,16 +231,22 @@ class GloveStudent(nn.Module):
 
 
 class GloveCNN(GloveStudent):
-    """The seed's GloVe CNN: GloVe → TextCNN (max over time) → LayerNorm → fc → LayerNorm → logits."""
+    """The seed's GloVe CNN: GloVe → TextCNN (max over time) → LayerNorm → fc → LayerNorm → logits.
+    With `num_labels` 0 it is the encoder alone (`encode`: the TextCNN's vector, `out_dim`)."""
 
     def __init__(self, config: Config, vocab_size: int, num_labels: int):
         super().__init__(config, vocab_size)
         self.cnn = MaskedTextCNN(config.token_emb_dim, config.cnn)
-        self.head = NormHead(self.cnn.out_dim, config.fc_hidden_size, num_labels, config.dropout)
+        self.out_dim = self.cnn.out_dim
+        self.head = NormHead(self.cnn.out_dim, config.fc_hidden_size, num_labels, config.dropout) if num_labels \
+            else None
+
+    def encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x, _ = self.embed(ids, lengths)  # [B, T, E]
+        return self.cnn(x, lengths)  # [B, out_dim]
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x, _ = self.embed(ids, lengths)  # [B, T, E]
-        return self.head(self.cnn(x, lengths))  # [B, K]
+        return self.head(self.encode(ids, lengths))  # [B, K]
 
 
 class DenseNetCNN(GloveStudent):
@@ -274,9 +313,14 @@ class GloveBiLSTM(GloveStudent):
         sizes = [config.token_emb_dim] + [2 * lstm.hidden_size] * (lstm.num_layers - 1)
         self.forward_lstms = nn.ModuleList(nn.LSTM(n, lstm.hidden_size, batch_first=True) for n in sizes)
         self.backward_lstms = nn.ModuleList(nn.LSTM(n, lstm.hidden_size, batch_first=True) for n in sizes)
-        self.head = ReluHead(2 * lstm.hidden_size, config.fc_hidden_size, num_labels, config.dropout)
+        self.out_dim = 2 * lstm.hidden_size
+        self.head = ReluHead(self.out_dim, config.fc_hidden_size, num_labels, config.dropout) if num_labels else None
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(ids, lengths))  # [B, K]
+
+    def encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The sentence vector `[B, 2H]`."""
         x, _ = self.embed(ids, lengths)  # [B, T, E]
         lengths = lengths.clamp(min=1)
         for fwd, bwd in zip(self.forward_lstms, self.backward_lstms):
@@ -285,8 +329,7 @@ class GloveBiLSTM(GloveStudent):
             x = torch.cat([out_f, out_b], dim=2)  # [B, T, 2H]: the next layer's input
         last = (lengths - 1)[:, None, None].expand(-1, 1, out_f.size(2))  # [B, 1, H]
         # the forward state at the last token, and the backward state after reading back to the first
-        final = torch.cat([out_f.gather(1, last)[:, 0], out_b[:, 0]], dim=1)  # [B, 2H]
-        return self.head(final)
+        return torch.cat([out_f.gather(1, last)[:, 0], out_b[:, 0]], dim=1)  # [B, 2H]
 
 
 class GloveBow(GloveStudent):
@@ -294,7 +337,8 @@ class GloveBow(GloveStudent):
     and its hashed n-grams' (`runtime.WordIds` makes the feature ids: words, then n-grams,
     in one table), then with `bow.hidden` the ReLU layers of a deep averaging network (Iyyer
     et al. 2015), then the output layer. Without hidden layers it is fastText's model, linear
-    in its features, and the numpy runtime folds the output layer into the table."""
+    in its features, and the numpy runtime folds the output layer into the table. With
+    `num_labels` 0 it has no output layer (`encode`: the mean, through the hidden layers)."""
 
     def __init__(self, config: Config, vocab_size: int, num_labels: int):
         super().__init__(config, vocab_size + config.bow.buckets)
@@ -307,13 +351,19 @@ class GloveBow(GloveStudent):
         for hidden in config.bow.hidden:
             layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(config.dropout)]
             width = hidden
-        layers.append(nn.Linear(width, num_labels))
+        self.out_dim = width
+        if num_labels:
+            layers.append(nn.Linear(width, num_labels))
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x, mask = self.embed(ids, lengths)  # [B, T, E], zero on padding
         mean = x.sum(1) / mask.sum(1).clamp(min=1)[:, None].to(x.dtype)  # [B, E]
         return self.mlp(mean)  # [B, K]
+
+    def encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """`forward` without an output layer (built with `num_labels` 0): `[B, out_dim]`."""
+        return self.forward(ids, lengths)
 
     def without_unused_buckets(self) -> tuple["GloveBow", np.ndarray]:
         """A copy for deployment with the table `runtime.prune_buckets` makes (only the n-gram
@@ -328,6 +378,72 @@ class GloveBow(GloveStudent):
         return copy.deepcopy(self, memo={id(self.embedding): table}), kept
 
 
+class SiameseStudent(nn.Module):
+    """A pair student after Tang et al. 2019: one encoder (a CNN, BiLSTM or bag of n-grams
+    built without its output layer) maps each side to a vector, u and v; then
+    [u, v, u*v, |u - v|] → ReLU layer → logits."""
+
+    def __init__(self, config: Config, vocab_size: int, num_labels: int, sep_id: int):
+        super().__init__()
+        self.config, self.sep_id = config, sep_id
+        self.encoder = STUDENTS[config.enc_class](config, vocab_size, 0)
+        hidden = config.fc_hidden_size
+        self.head = ReluHead(4 * self.encoder.out_dim, hidden, num_labels, config.dropout)
+
+    @property
+    def embedding(self) -> nn.Embedding:
+        return self.encoder.embedding
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        ids_a, len_a, ids_b, len_b = split_pair_ids(ids, lengths, self.sep_id, self.config.pad_token_id)
+        # both sides in one encoder call: [2B, T] -> [2B, D]
+        both = self.encoder.encode(torch.cat([ids_a, ids_b]), torch.cat([len_a, len_b]))
+        u, v = both.chunk(2)  # [B, D] each
+        return self.head(torch.cat([u, v, u * v, (u - v).abs()], dim=1))  # [B, K]
+
+    def without_unused_buckets(self) -> tuple["SiameseStudent", np.ndarray]:
+        """A bag-of-n-grams encoder's `GloveBow.without_unused_buckets`, for the whole pair student."""
+        encoder, kept = self.encoder.without_unused_buckets()
+        return copy.deepcopy(self, memo={id(self.encoder): encoder}), kept
+
+
+def feed_forward(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
+    """Parikh et al.'s F, G and H: two ReLU layers of `hidden` units, dropout before each."""
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(),
+                         nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU())
+
+
+class DecomposableAttention(GloveStudent):
+    """Decomposable attention (Parikh et al. 2016), for pairs: GloVe → a linear projection;
+    attend: e_ij = F(a_i)·F(b_j), each word of one side soft-aligned to the other side's
+    words; compare: G([a_i, β_i]) and G([b_j, α_j]); aggregate: the sums over each side,
+    concatenated → H → logits. It sees which word of one side matches or contradicts which
+    of the other, which a siamese encoder's two sentence vectors cannot."""
+
+    def __init__(self, config: Config, vocab_size: int, num_labels: int, sep_id: int):
+        super().__init__(config, vocab_size)
+        hidden = config.decomp.hidden
+        self.sep_id = sep_id
+        self.project = nn.Linear(config.token_emb_dim, hidden, bias=False)
+        self.attend = feed_forward(hidden, hidden, config.dropout)
+        self.compare = feed_forward(2 * hidden, hidden, config.dropout)
+        self.aggregate = feed_forward(2 * hidden, hidden, config.dropout)
+        self.out = nn.Linear(hidden, num_labels)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        ids_a, len_a, ids_b, len_b = split_pair_ids(ids, lengths, self.sep_id, self.config.pad_token_id)
+        a, mask_a = self.embed(ids_a, len_a)  # [B, T, E], [B, T]
+        b, mask_b = self.embed(ids_b, len_b)
+        a, b = self.project(a), self.project(b)  # [B, T, H]
+        scores = self.attend(a) @ self.attend(b).transpose(1, 2)  # [B, Ta, Tb]
+        # a large negative, not -inf: padding rows of the score matrix stay finite
+        beta = F.softmax(scores.masked_fill(~mask_b[:, None, :], -1e4), dim=2) @ b  # [B, Ta, H]: b aligned to a_i
+        alpha = F.softmax(scores.masked_fill(~mask_a[:, :, None], -1e4), dim=1).transpose(1, 2) @ a  # [B, Tb, H]
+        v_a = (self.compare(torch.cat([a, beta], dim=2)) * mask_a[:, :, None].to(a.dtype)).sum(1)  # [B, H]
+        v_b = (self.compare(torch.cat([b, alpha], dim=2)) * mask_b[:, :, None].to(b.dtype)).sum(1)  # [B, H]
+        return self.out(self.aggregate(torch.cat([v_a, v_b], dim=1)))  # [B, K]
+
+
 STUDENTS: dict[str, type[GloveStudent]] = {
     "cnn": GloveCNN,
     "densenet-cnn": DenseNetCNN,
@@ -335,22 +451,37 @@ STUDENTS: dict[str, type[GloveStudent]] = {
     "bilstm": GloveBiLSTM,
     "bow": GloveBow,
     "dan": GloveBow,  # the same network with `bow.hidden` layers
+    "decomp-att": DecomposableAttention,
 }
 assert set(STUDENTS) == set(STUDENT_KINDS), "config.STUDENT_KINDS and model.STUDENTS must name the same students"
 
 
-def build_student(config: Config, vocab_size: int, num_labels: int) -> GloveStudent:
-    """A student for `config.enc_class`, randomly initialised (copy GloVe in afterwards)."""
+def build_student(config: Config, vocab_size: int, num_labels: int, sep_id: int | None = None
+                  ) -> GloveStudent | SiameseStudent:
+    """A student for `config.enc_class`, randomly initialised (copy GloVe in afterwards); with
+    `sep_id` (a pair vocabulary's `<sep>`) a pair student. A student that does not take that
+    kind of data is a UserError (`config.check_student_data`)."""
     if config.enc_class not in STUDENTS:
         raise ValueError(f"unknown enc_class {config.enc_class!r}; expected one of {sorted(STUDENTS)}")
-    return STUDENTS[config.enc_class](config, vocab_size, num_labels)
+    check_student_data(config.enc_class, sep_id is not None, "student")
+    if sep_id is None:
+        return STUDENTS[config.enc_class](config, vocab_size, num_labels)
+    if config.enc_class == "decomp-att":
+        return DecomposableAttention(config, vocab_size, num_labels, sep_id)
+    return SiameseStudent(config, vocab_size, num_labels, sep_id)
 
 
-def init_embeddings(model: GloveStudent, matrix: torch.Tensor) -> None:
+def bag_of_ngrams(model: nn.Module) -> GloveBow | None:
+    """The bag of n-grams in a student (itself, or a siamese student's encoder), else None."""
+    inner = model.encoder if isinstance(model, SiameseStudent) else model
+    return inner if isinstance(inner, GloveBow) else None
+
+
+def init_embeddings(model: GloveStudent | SiameseStudent, matrix: torch.Tensor) -> None:
     """Copy the GloVe matrix `[vocab, dim]` into the first rows of the student's embedding
     table (a bag of n-grams' table has its n-gram rows after the words)."""
     rows, dim = model.embedding.weight.shape
-    fits = matrix.shape[0] == rows or (isinstance(model, GloveBow) and matrix.shape[0] < rows)
+    fits = matrix.shape[0] == rows or (bag_of_ngrams(model) is not None and matrix.shape[0] < rows)
     if matrix.shape[1] != dim or not fits:
         raise ValueError(f"embedding matrix shape {tuple(matrix.shape)} does not fit the model's table "
                          f"{(rows, dim)}")
@@ -369,8 +500,9 @@ class TransformerClassifier(nn.Module):
     sentence-transformers backbones such as all-MiniLM-L6-v2 were trained to produce)."""
 
     def __init__(self, encoder_config: Any, num_labels: int, dropout: float, head: str = "cls",
-                 encoder: nn.Module | None = None):
+                 encoder: nn.Module | None = None, sep_id: int | None = None):
         super().__init__()
+        self.sep_id = sep_id  # with it, segment ids for pairs (`teachers.segment_sep_id`)
         from transformers import AutoModel
 
         if head not in ("cls", "mean"):
@@ -383,7 +515,8 @@ class TransformerClassifier(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         mask = length_mask(lengths, ids.size(1))  # [B, T], True on real tokens
-        hidden = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # [B, T, H]
+        segments = {} if self.sep_id is None else {"token_type_ids": segment_ids(ids, self.sep_id)}
+        hidden = self.encoder(input_ids=ids, attention_mask=mask.long(), **segments).last_hidden_state  # [B, T, H]
         if self.head == "cls":
             pooled = hidden[:, 0]  # [B, H]
         else:
@@ -398,13 +531,15 @@ class SequenceClassifier(nn.Module):
     with its own head, behind the toolkit's `forward(ids, lengths) -> logits` interface. Its
     logits are in its own label order (`config.id2label`)."""
 
-    def __init__(self, hf_model: nn.Module):
+    def __init__(self, hf_model: nn.Module, sep_id: int | None = None):
         super().__init__()
         self.hf = hf_model
+        self.sep_id = sep_id  # with it, segment ids for pairs (`teachers.segment_sep_id`)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         mask = length_mask(lengths, ids.size(1)).long()  # [B, T], 1 on real tokens
-        return self.hf(input_ids=ids, attention_mask=mask).logits  # [B, K]
+        segments = {} if self.sep_id is None else {"token_type_ids": segment_ids(ids, self.sep_id)}
+        return self.hf(input_ids=ids, attention_mask=mask, **segments).logits  # [B, K]
 
 
 # ---------------------------------------------------------------------------

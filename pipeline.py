@@ -158,7 +158,7 @@ def augment_step(recipe: Recipe, data: Path, mask_token: str, tokenizer: str) ->
     return Step("augment", ["augment_data.py", "--input", str(data / "train.txt"), "--output",
                             str(data / AUGMENTED_FILE), f"--n_iter={recipe.n_iter}", f"--mask_token={mask_token}",
                             f"--ngram_mode={recipe.ngram_mode}", f"--tokenizer={tokenizer}", "--parallel",
-                            "--seed=42"],
+                            "--seed=42", *([f"--pair_mode={recipe.pair_mode}"] if recipe.pair_mode != "both" else [])],
                 [data / "train.txt"], [data / AUGMENTED_FILE])
 
 

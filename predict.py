@@ -9,9 +9,11 @@ a model for deployment (a bundle, or ONNX files).
     # a cascade: the student answers when its top probability is >= 0.9, the teacher the rest
     python predict.py --bundle=cnn-bundle/ --cascade_teacher=teacher-bundle/ --defer_below=0.9 < sentences.txt
 
-One sentence a line (a `sentence<TAB>anything` line uses the sentence); blank lines are
-skipped. Output, one line per sentence in input order: `label<TAB>p_0 p_1 ...` (tsv, the
-class probabilities in label order) or `{"sentence", "label", "probabilities"}` (jsonl).
+One sentence a line (a `sentence<TAB>label` line uses the sentence), or for a model of
+sentence pairs one pair a line, `sentence_a<TAB>sentence_b` (a third column is ignored);
+blank lines are skipped. Output, one line per sentence in input order: `label<TAB>p_0 p_1 ...`
+(tsv, the class probabilities in label order) or `{"sentence", "label", "probabilities"}`
+(jsonl; a pair's line has `"text"` and `"text_b"` in place of `"sentence"`).
 Tokenization and lower-casing are the ones stored with the model. With `--bundle` this
 script imports neither torch nor the training code.
 """
@@ -21,10 +23,11 @@ import argparse
 import json
 import logging
 import sys
+from typing import Any
 
 from cli import add_teacher_flag, common_parser
 from dataset import read_sentences
-from runtime import Bundle, Cascade, Prediction
+from runtime import Bundle, Cascade, Prediction, split_pair
 from util import UserError, atomic_write_text, positive, run_main
 
 logger = logging.getLogger(__name__)
@@ -38,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "or hub name); its own labels")
     source.add_argument("--bundle", help="deployment bundle directory (runtime.py: numpy + onnxruntime)")
     p.add_argument("--input", help="raw sentences, one a line ('-' or none: stdin, unless only --export_bundle)")
+    p.add_argument("--pairs", action="store_true",
+                   help="read sentence pairs, for a classifier brought as it is (which takes either); a model trained "
+                        "here knows what it takes")
     p.add_argument("--output", default="-", help="where to write ('-': stdout)")
     p.add_argument("--format", choices=("tsv", "jsonl"), default="tsv")
     p.add_argument("--batch_size", type=positive(int), default=64)
@@ -59,18 +65,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_input(path: str) -> list[str]:
-    """Raw sentences from a file or stdin ('-'), read as every sentence file is (`dataset.read_sentences`)."""
-    sentences = [s for _, s in read_sentences(path)]
+def read_input(path: str, pairs: bool) -> list[str]:
+    """Raw sentences (or pairs, as 'a<TAB>b' texts) from a file or stdin ('-'), read as every
+    sentence file is (`dataset.read_sentences`)."""
+    sentences = [s for _, s in read_sentences(path, pairs)]
     if not sentences:
         raise UserError(f"{'<stdin>' if path == '-' else path}: no sentences")
     return sentences
 
 
+def text_fields(text: str) -> dict[str, str]:
+    """A jsonl line's text keys: `sentence`, or a pair's `text` and `text_b`."""
+    pair = split_pair(text)
+    return {"sentence": text} if pair is None else {"text": pair[0], "text_b": pair[1]}
+
+
 def format_lines(sentences: list[str], results: list[Prediction], fmt: str) -> list[str]:
     """One output line per sentence, from its Prediction (label, {label: probability})."""
     if fmt == "jsonl":
-        return [json.dumps({"sentence": s, "label": label, "probabilities": probs}, ensure_ascii=False)
+        return [json.dumps({**text_fields(s), "label": label, "probabilities": probs}, ensure_ascii=False)
                 for s, (label, probs) in zip(sentences, results)]
     return [label + "\t" + " ".join(f"{p:.6f}" for p in probs.values()) for label, probs in results]
 
@@ -100,17 +113,17 @@ def load_bundle(path: str, num_threads: int) -> Bundle:
         raise UserError(f"{path}: cannot load the bundle ({e})") from e
 
 
-def predict(args: argparse.Namespace, sentences: list[str] | None) -> list[Prediction] | None:
-    """Load the model the flags name (export a bundle if asked) and label `sentences`."""
+def load_model(args: argparse.Namespace) -> Any:
+    """The model the flags name, ready to `predict` (a bundle, a cascade or a `Predictor`);
+    exports a bundle or ONNX files first when asked."""
     if args.bundle:
         bundle = load_bundle(args.bundle, args.num_threads)
-        if args.cascade_teacher:
-            try:
-                bundle = Cascade(bundle, load_bundle(args.cascade_teacher, args.num_threads), args.defer_below)
-            except ValueError as e:
-                raise UserError(str(e)) from e
-        return [r for i in range(0, len(sentences), args.batch_size)
-                for r in bundle.predict(sentences[i:i + args.batch_size])]
+        if not args.cascade_teacher:
+            return bundle
+        try:
+            return Cascade(bundle, load_bundle(args.cascade_teacher, args.num_threads), args.defer_below)
+        except ValueError as e:
+            raise UserError(str(e)) from e
     from inference import Predictor
     from util import resolve_device, set_threads
 
@@ -122,13 +135,16 @@ def predict(args: argparse.Namespace, sentences: list[str] | None) -> list[Predi
     if args.export_onnx:
         for path in predictor.export_onnx(quantize=args.quantize):
             logger.info("[ONNX] %s", path)
-    if sentences is None:
-        return None
     if args.enable_ort:
         if device.type != "cpu":
             raise UserError("--enable_ort runs on the CPU; add --device cpu")
         predictor.use_runtime("onnxruntime", args.onnx_path, args.num_threads or 0)
-    return predictor.predict(sentences, args.batch_size)
+    return predictor
+
+
+def predict(model: Any, sentences: list[str], batch_size: int) -> list[Prediction]:
+    """Label `sentences` in batches of `batch_size`."""
+    return [r for i in range(0, len(sentences), batch_size) for r in model.predict(sentences[i:i + batch_size])]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,10 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         check_flags(args)
         # with an export and no --input there is nothing to label
         only_export = (args.export_bundle or args.export_onnx) and args.input is None
-        sentences = None if only_export else read_input(args.input or "-")
-        results = predict(args, sentences)
-        if results is None:
+        model = load_model(args)
+        if only_export:
             return 0
+        pairs = model.student.pairs if isinstance(model, Cascade) else model.pairs
+        if args.pairs and pairs is False:
+            raise UserError(f"--pairs: {args.model_path or args.teacher or args.bundle} takes single sentences")
+        sentences = read_input(args.input or "-", bool(pairs) or args.pairs)
+        results = predict(model, sentences, args.batch_size)
         text = "\n".join(format_lines(sentences, results, args.format)) + "\n"
         if args.output == "-":
             sys.stdout.write(text)

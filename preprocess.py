@@ -1,4 +1,4 @@
-"""Turn `sentence<TAB>label` files into id-mapped files for a transformer tokenizer (`.fs`)
+"""Turn `sentence<TAB>label` files (or sentence pairs, `sentence_a<TAB>sentence_b<TAB>label`) into id-mapped files for a transformer tokenizer (`.fs`)
 or a GloVe vocabulary (`.ids`).
 
     python preprocess.py --config=configs/config-bert-mean.json --data_dir=data/sst2 \
@@ -29,8 +29,8 @@ from dataset import (
     build_vocab,
     count_tokens,
     label_ids,
-    read_examples,
     read_glove,
+    read_splits,
     read_transfer,
     transfer_ids_line,
     write_ids,
@@ -43,7 +43,6 @@ from util import UserError, atomic_path, run_main, write_json
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +80,7 @@ def preprocess_transformer(args: argparse.Namespace, config: Config, data_dir: P
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encode = SubwordIds(tokenizer.backend_tokenizer, args.bert_do_lower_case, config.n_ctx, pad_id).encode_batch
     written = {}
-    splits = {s: read_examples(data_dir / f"{s}.txt") for s in SPLITS}
+    splits = read_splits(data_dir)
     labels = build_labels(splits["train"])
     write_labels(data_dir / "label.txt", labels)
     for split, examples in splits.items():
@@ -90,14 +89,14 @@ def preprocess_transformer(args: argparse.Namespace, config: Config, data_dir: P
         write_ids(data_dir / f"{split}.txt.fs", ids, targets)
         written[f"{split}.txt.fs"] = len(ids)
     return {"tokenizer": str(args.bert_model_name_or_path), "lowercase": args.bert_do_lower_case,
-            "mask_token": tokenizer.mask_token, "written": written}
+            "mask_token": tokenizer.mask_token, "pairs": splits["train"][0].pair, "written": written}
 
 
 def preprocess_glove(args: argparse.Namespace, config: Config, data_dir: Path) -> dict:
     """Build the GloVe vocabulary over the splits and the transfer set, and write `.ids` files.
     The transfer set is read as a stream, twice (words, then ids), so it may be large."""
     embedding_path = Path(args.embedding_path or f"embeddings/glove.6B.{config.token_emb_dim}d.txt")
-    splits = {s: read_examples(data_dir / f"{s}.txt") for s in SPLITS}
+    splits = read_splits(data_dir)
     labels = build_labels(splits["train"])
     targets = {s: label_ids(ex, labels, data_dir / f"{s}.txt") for s, ex in splits.items()}
     tokenize = WordTokenizer(config.tokenizer, config.lowercase)
@@ -108,9 +107,12 @@ def preprocess_glove(args: argparse.Namespace, config: Config, data_dir: Path) -
         count_tokens((tokenize(row.sentence) for row in read_transfer(transfer, len(labels))), counts)
     start = time.time()
     glove = read_glove(embedding_path, set(counts), config.token_emb_dim)
-    vocab, matrix = build_vocab(counts, glove, config.pad_token, config.unk_token, config.token_emb_dim)
-    logger.info("[Vocab] %d words (%d of %d distinct data words in %s, %.1fs)",
-                len(vocab), len(vocab) - 2, len(counts), embedding_path, time.time() - start)
+    pairs = splits["train"][0].pair
+    vocab, matrix = build_vocab(counts, glove, config.pad_token, config.unk_token, config.token_emb_dim,
+                                config.sep_token if pairs else None)
+    logger.info("[Vocab] %d words (%d of %d distinct data words in %s, %.1fs)%s",
+                len(vocab), len(vocab) - 2 - pairs, len(counts), embedding_path, time.time() - start,
+                "; sentence pairs: <sep> between the sides" if pairs else "")
     write_labels(data_dir / "label.txt", labels)
     write_vocab(data_dir, vocab, matrix)
     word_ids = config.word_ids(vocab).word_ids  # the .ids files hold word ids, shared by every student

@@ -31,6 +31,13 @@ Word tokenizers (`tokenizer` in a GloVe student's config):
   is already tokenized this way (SST-2) comes out nearly unchanged.
 - `whitespace`: split on white space only, for pre-tokenized data.
 - `spacy`: spaCy's English rule-based tokenizer (`spacy.blank("en")`), special tokens kept.
+
+Sentence pairs (paraphrase, entailment, duplicate questions) are one text with the two sides
+joined by a tab, `"sentence_a\tsentence_b"`, the way a pair data file holds them
+(`PAIR_SEP`, `join_pair`, `split_pair`). A teacher's tokenizer encodes the two sides as its
+pair (`[CLS] a [SEP] b [SEP]` for BERT); a GloVe student's ids are the ids of side a, the
+vocabulary's `<sep>`, then the ids of side b, and the student splits them again at `<sep>`.
+Every file, batch and runtime downstream therefore treats a pair as one example.
 """
 from __future__ import annotations
 
@@ -46,6 +53,31 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 import numpy as np
 
 BUNDLE_FORMAT = "distil-glove-bundle/2"
+
+# ---------------------------------------------------------------------------
+# Sentence pairs
+# ---------------------------------------------------------------------------
+
+PAIR_SEP = "\t"  # between the two sides of a pair's text (a data file's column separator)
+
+
+def join_pair(sentence_a: str, sentence_b: str) -> str:
+    """A pair as one text."""
+    return f"{sentence_a}{PAIR_SEP}{sentence_b}"
+
+
+def split_pair(text: str) -> tuple[str, str] | None:
+    """(side a, side b) of a pair's text; None for a single sentence (no tab)."""
+    if PAIR_SEP not in text:
+        return None
+    a, b = text.split(PAIR_SEP, 1)
+    return a, b
+
+
+def is_pair(text: str) -> bool:
+    """Whether a text is a sentence pair."""
+    return PAIR_SEP in text
+
 
 # ---------------------------------------------------------------------------
 # Words
@@ -139,8 +171,13 @@ class WordTokenizer:
 
     def key(self, sentence: str) -> str:
         """The sentence as the student sees it (its tokens, space-joined): two lines with the
-        same key are the same input to a student."""
-        return " ".join(self(sentence))
+        same key are the same input to a student. A pair's key is its two sides' keys in
+        sorted order, so (a, b) and (b, a) share one (the leakage filter and dedupe treat a
+        swapped pair as the same pair)."""
+        pair = split_pair(sentence)
+        if pair is None:
+            return " ".join(self(sentence))
+        return PAIR_SEP.join(sorted(" ".join(self(side)) for side in pair))
 
 
 def lowercase_outside(text: str, keep: Sequence[str]) -> str:
@@ -199,11 +236,18 @@ class WordIds:
     """Sentence -> a GloVe student's input ids: its word tokenizer, the vocabulary (a word
     outside it is `<unk>`), truncation to `n_ctx` words (an empty sentence is one `<unk>`),
     then, for students with n-gram features (`ngrams` > 1), the hashed n-grams after the
-    words (`ngram_features`)."""
+    words (`ngram_features`). With `sep_id` (a pair student's vocabulary has `<sep>`) a pair's
+    text becomes side a's ids, `sep_id`, side b's ids, each side as a sentence is; without
+    it, a pair is refused (ValueError)."""
 
     def __init__(self, vocab: Sequence[str], tokenizer: WordTokenizer, n_ctx: int, unk_id: int = 1,
-                 ngrams: int = 1, buckets: int = 0, kept_buckets: Sequence[int] | None = None):
+                 ngrams: int = 1, buckets: int = 0, kept_buckets: Sequence[int] | None = None,
+                 sep_id: int | None = None):
         self.index = {t: i for i, t in enumerate(vocab)}
+        self.sep_id = sep_id
+        if sep_id is not None:
+            # `<sep>` typed in a sentence is an unknown word, never a side boundary
+            self.index.pop(vocab[sep_id], None)
         self.tokenizer, self.n_ctx, self.unk_id = tokenizer, n_ctx, unk_id
         self.ngrams, self.buckets, self.vocab_size = ngrams, buckets, len(vocab)
         # a bundle's bag of n-grams keeps only the buckets training reached (`kept_buckets`,
@@ -217,15 +261,34 @@ class WordIds:
         ids.bucket_rows = kept_bucket_rows(kept_buckets)
         return ids
 
-    def word_ids(self, sentence: str) -> list[int]:
-        """The sentence's vocabulary ids, truncated to n_ctx (at least one)."""
+    @property
+    def pairs(self) -> bool:
+        """Whether this is a pair student's text-to-ids."""
+        return self.sep_id is not None
+
+    def _side_ids(self, sentence: str) -> list[int]:
         index, unk = self.index, self.unk_id
         return [index.get(t, unk) for t in self.tokenizer(sentence)[: self.n_ctx]] or [unk]
 
+    def word_ids(self, sentence: str) -> list[int]:
+        """The sentence's vocabulary ids, truncated to n_ctx (at least one); a pair's are
+        side a's, `sep_id`, side b's."""
+        pair = split_pair(sentence)
+        if (pair is not None) != self.pairs:
+            raise ValueError("a sentence pair given to a single-sentence model" if pair is not None else
+                             "a single sentence given to a sentence-pair model (expected 'sentence_a<TAB>sentence_b')")
+        if pair is None:
+            return self._side_ids(sentence)
+        return [*self._side_ids(pair[0]), self.sep_id, *self._side_ids(pair[1])]
+
     def features(self, word_ids: Sequence[int]) -> list[int]:
-        """What the model reads for these word ids (the ids themselves, or with n-grams)."""
+        """What the model reads for these word ids (the ids themselves, or with n-grams; a
+        pair's n-grams are each side's, the sides still split by `sep_id`)."""
         if self.ngrams <= 1:
             return list(word_ids)
+        if self.sep_id is not None and self.sep_id in word_ids:
+            cut = list(word_ids).index(self.sep_id)
+            return [*self.features(word_ids[:cut]), self.sep_id, *self.features(word_ids[cut + 1:])]
         features = ngram_features(word_ids, self.ngrams, self.buckets, self.vocab_size)
         if self.bucket_rows is None:
             return features
@@ -264,16 +327,22 @@ class SubwordIds:
 
         return cls(Tokenizer.from_file(str(path)), lowercase, n_ctx, pad_id)
 
-    def prepare(self, sentence: str) -> str:
-        """The text the tokenizer sees."""
+    def prepare(self, sentence: str) -> str | tuple[str, str]:
+        """The text the tokenizer sees: a sentence, or a pair's two sides (encoded as the
+        tokenizer's pair, with its separator and, where the model has them, segment ids)."""
+        pair = split_pair(sentence)
+        if pair is not None:
+            return (self.prepare(pair[0]), self.prepare(pair[1]))  # type: ignore[return-value]
         return lowercase_outside(sentence, self.special) if self.lowercase else sentence
 
     def encode(self, sentence: str) -> list[int]:
-        """One sentence's word-piece ids."""
-        return self.tokenizer.encode(self.prepare(sentence)).ids
+        """One sentence's (or pair's) word-piece ids."""
+        prepared = self.prepare(sentence)
+        return self.tokenizer.encode(*prepared).ids if isinstance(prepared, tuple) else \
+            self.tokenizer.encode(prepared).ids
 
     def encode_batch(self, sentences: Sequence[str]) -> list[list[int]]:
-        """Word-piece ids for each sentence (the tokenizer parallelises a batch)."""
+        """Word-piece ids for each sentence or pair (the tokenizer parallelises a batch)."""
         return [e.ids for e in self.tokenizer.encode_batch([self.prepare(s) for s in sentences])]
 
 
@@ -427,7 +496,10 @@ class Bundle:
             vocab = (path / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
             kept = np.load(path / meta["kept_buckets"], allow_pickle=False) if meta.get("kept_buckets") else None
             self.ids = WordIds(vocab, WordTokenizer(meta["tokenizer"], meta["lowercase"]), meta["n_ctx"],
-                               meta["unk_id"], meta.get("ngrams", 1), meta.get("buckets", 0), kept)
+                               meta["unk_id"], meta.get("ngrams", 1), meta.get("buckets", 0), kept,
+                               meta.get("sep_id"))
+        # True: sentence pairs; False: single sentences; None: either (a brought teacher)
+        self.pairs: bool | None = meta.get("pairs", False)
         filename, opener = BACKENDS[backend]
         self.model = opener(path / filename, num_threads)
 
@@ -491,6 +563,9 @@ class Cascade:
                              f"{student.labels}; a cascade needs one label set")
         if not defer_below >= 0:
             raise ValueError(f"defer_below must be >= 0, got {defer_below}")
+        if None not in (student.pairs, teacher.pairs) and student.pairs != teacher.pairs:
+            raise ValueError(f"{teacher.path}: takes {'sentence pairs' if teacher.pairs else 'single sentences'}, the "
+                             f"student ({student.path}) {'sentence pairs' if student.pairs else 'single sentences'}")
         self.student, self.teacher, self.defer_below = student, teacher, defer_below
         self.deferred: list[int] = []  # the last call's sentences answered by the teacher
 

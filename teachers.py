@@ -71,6 +71,16 @@ def load_hf_tokenizer(path: str | Path) -> Any:
         raise UserError(f"{path}: cannot load a tokenizer: {str(e).splitlines()[0]}") from e
 
 
+def segment_sep_id(tokenizer: Any, encoder_config: Any) -> int | None:
+    """The separator id a teacher derives its segment (token type) ids from, for sentence
+    pairs: the tokenizer's `sep_token_id` when the model has segment embeddings
+    (`type_vocab_size` > 1: BERT, ELECTRA, MiniLM); None for models without (RoBERTa), which
+    read a pair from its separator tokens alone."""
+    if int(getattr(encoder_config, "type_vocab_size", 0) or 0) < 2:
+        return None
+    return getattr(tokenizer, "sep_token_id", None)
+
+
 def read_teacher_meta(out_dir: str | Path) -> dict:
     """A teacher directory's `distil_config.json` (config, labels, lower-casing, mask token)."""
     meta_path = Path(out_dir) / TEACHER_META

@@ -51,11 +51,12 @@ from checkpoint import (
     save_student,
     save_teacher,
 )
-from config import GOLD_MIX_ALPHAS, Config, TrainConfig, config_to_dict
+from config import GOLD_MIX_ALPHAS, Config, TrainConfig, check_student_data, config_to_dict
 from dataset import (
     TRANSFER_CHOICES,
     TRANSFER_FILE,
     IdsData,
+    is_pair_data,
     bucketed_batches,
     count_transfer_ids,
     read_ids,
@@ -301,6 +302,7 @@ class TeacherTask(Task):
                             f"were made with it {'on' if record['lowercase'] else 'off'} "
                             f"({data_dir / 'preprocess.transformer.json'}); use the same setting")
         self.lowercase = lowercase
+        self.pairs = is_pair_data(data_dir / "train.txt")
         self.output, self.last_path = output, output / "last"
         self.train_data = read_ids(data_dir / "train.txt.fs", len(self.labels))
         self.valid_data = read_ids(data_dir / "valid.txt.fs", len(self.labels))
@@ -311,7 +313,7 @@ class TeacherTask(Task):
     def save(self, path: Path, state: dict) -> None:
         with_state = "optimizer" in state
         save_teacher(path, self.model, self.model_config, self.tokenizer, self.labels, self.lowercase,
-                     state if with_state else None, state.get("temperature", 1.0))
+                     state if with_state else None, state.get("temperature", 1.0), self.pairs)
 
     def load_last(self, device: torch.device) -> dict:
         if not (self.last_path / "model.safetensors").exists():
@@ -348,7 +350,9 @@ class StudentTask(Task):
             self.train_data, self.valid_data = (with_features(d, ids.features) for d in (self.train_data,
                                                                                          self.valid_data))
         self.pad_id = model_config.pad_token_id
-        self.model = build_student(model_config, len(self.vocab), len(self.labels))
+        sep_id = model_config.sep_id(self.vocab)
+        check_student_data(model_config.enc_class, sep_id is not None, f"{data_dir / 'vocab.txt'}")
+        self.model = build_student(model_config, len(self.vocab), len(self.labels), sep_id)
         init_embeddings(self.model, torch.from_numpy(matrix))
 
     def transfer_lines(self, data: IdsData) -> IdsData:

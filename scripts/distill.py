@@ -34,8 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from config import STUDENT_KINDS, Recipe, config_to_dict, load_config, load_recipe  # noqa: E402
-from dataset import TRANSFER_CHOICES, build_labels, read_examples, read_labels  # noqa: E402
+from config import STUDENT_KINDS, Recipe, check_student_data, config_to_dict, load_config, load_recipe  # noqa: E402
+from dataset import TRANSFER_CHOICES, build_labels, read_examples, read_labels, read_splits  # noqa: E402
 from pipeline import (  # noqa: E402
     SPLITS,
     TEACHER_CONFIGS,
@@ -87,13 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_data(source: Path) -> None:
-    """Each split is there and parses (a bad line is named by read_examples)."""
+def check_data(source: Path) -> bool:
+    """Each split is there and parses, all in one format (a bad line is named by
+    read_examples); returns whether they are sentence pairs."""
     for split in SPLITS:
         path = source / f"{split}.txt"
         if not path.is_file():
-            raise UserError(f"{path}: missing; DATA needs train.txt, valid.txt and test.txt (sentence<TAB>label)")
-        read_examples(path)
+            raise UserError(f"{path}: missing; DATA needs train.txt, valid.txt and test.txt (sentence<TAB>label, or "
+                            "sentence_a<TAB>sentence_b<TAB>label)")
+    return read_splits(source)["train"][0].pair
 
 
 def prepare_work_dir(source: Path, work: Path, subset: int, seed: int = 42) -> None:
@@ -278,7 +280,8 @@ def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherP
             results = [r for r in (read_results(Path(f"{c}.results.json")) for c in ckpts) if r]
             rows.append(row(STUDENT_KINDS[m].title, trained_on, results,
                             [Path(f"{c}.train_results.json") for c in ckpts], Path(f"{ckpts[0]}.padded.results.json")))
-    n_test = len(read_examples(data / "test.txt"))
+    test = read_examples(data / "test.txt")
+    n_test, unit = len(test), "sentence pair" if test[0].pair else "sentence"
     n_labels = len(read_labels(data / "label.txt")) if (data / "label.txt").exists() else "?"
     stages = ", ".join(f"{k} {v['seconds'] / 60:.1f}" for k, v in record.items())
     total = sum(v["seconds"] for v in record.values())
@@ -286,9 +289,9 @@ def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherP
                       f"{recipe.teacher.lr:g}" if teacher.kind == "finetune" else "")
     lines = [
         f"# {title}", "",
-        f"Test set: `{data.name}/test.txt` ({n_test:,} sentences, {n_labels} labels). Latency: `evaluate.py` at batch "
-        f"size 1, 1 CPU thread, PyTorch eager, after 10 warm-up sentences, on {cpu_model()} ({os.cpu_count()} "
-        "cores): *ms/example* from the raw sentence (tokenization included), *padded* from ids padded to n_ctx "
+        f"Test set: `{data.name}/test.txt` ({n_test:,} {unit}s, {n_labels} labels). Latency: `evaluate.py` at batch "
+        f"size 1, 1 CPU thread, PyTorch eager, after 10 warm-up {unit}s, on {cpu_model()} ({os.cpu_count()} "
+        f"cores): *ms/example* from the raw {unit} (tokenization included), *padded* from ids padded to n_ctx "
         "(`--pad_to_n_ctx`, the seed's method). With several seeds: mean ± standard deviation of the test accuracy, "
         "the latency of the first seed's model.",
         f"Recipe: `{recipe_path}`{teacher_recipe}, augmentation n_iter {recipe.n_iter}"
@@ -373,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(f"unknown student {m!r} in --models/MODELS; {recipe_path} has "
                                 f"{sorted(recipe.students)}")
         source = Path(args.data_dir)
-        check_data(source)
+        pairs = check_data(source)
+        for m in models:
+            check_student_data(m, pairs, f"{source}: --models/MODELS ({recipe_path})")
         if args.unlabeled and not Path(args.unlabeled).is_file():
             raise UserError(f"{args.unlabeled}: not found (--unlabeled)")
         teacher = plan_teacher(args, recipe, build_labels(read_examples(source / "train.txt")))

@@ -88,6 +88,7 @@ TINY_STUDENTS = {
     "bilstm": {"dropout": 0.1, "fc_hidden_size": 16, "lstm": {"hidden_size": 8, "num_layers": 1}},
     "bow": {"dropout": 0.0, "bow": {"buckets": 97}},
     "dan": {"dropout": 0.0, "bow": {"buckets": 97, "hidden": [12, 10]}},
+    "decomp-att": {"dropout": 0.0, "fc_hidden_size": 8, "decomp": {"hidden": 8}},
 }
 
 

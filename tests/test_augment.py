@@ -230,7 +230,8 @@ def test_parallel_determinism_and_seed(tmp_path):
     "content, lineno",
     [
         (b"good movie\t1\nno tab here\n", 2),
-        (b"a\t1\tb\n", 1),
+        (b"a\t1\tb\tc\n", 1),
+        (b"a\tb\t1\nc\t1\n", 2),
         (b"good\t1\n\t0\n", 2),
         (b"good\t1\nbad \xff bytes\t0\n", 2),
     ],

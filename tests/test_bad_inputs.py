@@ -24,7 +24,15 @@ check_refused = refused
 
 DATA_CASES = {
     "empty file": ("train.txt", b"", "train.txt: file is empty"),
-    "too many tabs": ("train.txt", b"a good film\t1\textra\n", "train.txt:1: expected 'sentence<TAB>label' (one tab), found 2"),
+    "too many tabs": ("train.txt", b"a good film\t1\textra\tmore\n",
+                      "train.txt:1: expected 'sentence<TAB>label' or 'sentence_a<TAB>sentence_b<TAB>label', found 4 "
+                      "columns"),
+    "pairs and sentences mixed": ("train.txt", b"a good film\tit was good\t1\na bad film\t0\n",
+                                  "train.txt:2: expected 'sentence_a<TAB>sentence_b<TAB>label' as line 1 does (a pair "
+                                  "file), found 2 columns"),
+    "a pair split among sentences": ("valid.txt", b"a good film\tit was good\t1\n",
+                                     "valid.txt:1: expected 'sentence<TAB>label', found 3 columns"),
+    "empty side of a pair": ("train.txt", b"a good film\t \t1\n", "train.txt:1: empty sentence_b"),
     "empty sentence": ("valid.txt", b"a good film\t1\n \t0\n", "valid.txt:2: empty sentence"),
     "not utf-8": ("test.txt", b"a good film\t1\nbad \xff byte\t0\n", "test.txt:2: not UTF-8"),
 }

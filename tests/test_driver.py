@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from teachers import load_hf_tokenizer
-from config import STUDENT_KINDS
+from config import SINGLE_STUDENTS, STUDENT_KINDS
 from conftest import ROOT, THREE_CLASS_WORDS, refused, write_glove, write_student_config, write_three_class
 from dataset import read_labels, read_transfer
 from inference import Predictor
@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import distill  # noqa: E402
 
-STUDENTS = sorted(STUDENT_KINDS)
+STUDENTS = sorted(SINGLE_STUDENTS)
 
 
 def write_data(d: Path) -> Path:

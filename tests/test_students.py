@@ -16,7 +16,7 @@ import predict
 import preprocess
 import train
 from checkpoint import load_student
-from config import STUDENT_KINDS, config_from_dict, load_config
+from config import SINGLE_STUDENTS, STUDENT_KINDS, config_from_dict, load_config
 from conftest import EMB_DIM, ROOT, TINY_STUDENTS, error_lines, refused
 from dataset import read_ids
 from inference import pad_batch
@@ -32,7 +32,7 @@ def run_student(data_dir: Path, glove: Path, config: Path, save: Path, *extra: s
                        *extra]) == 0
 
 
-@pytest.mark.parametrize("enc_class", sorted(TINY_STUDENTS))
+@pytest.mark.parametrize("enc_class", SINGLE_STUDENTS)
 def test_student_learns_toy_task(enc_class, data_dir, glove_path, student_config, tmp_path, capsys):
     config = student_config(enc_class)
     save = tmp_path / f"{enc_class}.pt"
@@ -51,7 +51,7 @@ def test_student_learns_toy_task(enc_class, data_dir, glove_path, student_config
     assert json.loads(Path(f"{save}.train_config.json").read_text())["config"]["enc_class"] == enc_class
 
 
-@pytest.mark.parametrize("enc_class", sorted(TINY_STUDENTS))
+@pytest.mark.parametrize("enc_class", SINGLE_STUDENTS)
 def test_padding_does_not_change_logits(enc_class):
     config = config_from_dict({"emb_class": "glove", "enc_class": enc_class, "token_emb_dim": EMB_DIM,
                                **TINY_STUDENTS[enc_class]}, "test")
@@ -251,7 +251,7 @@ def test_crlf_bom_and_blank_lines_are_accepted(data_dir, glove_path, student_con
     assert (data_dir / "train.txt.ids").read_bytes() == (plain / "train.txt.ids").read_bytes()
 
 
-@pytest.mark.parametrize("enc_class", sorted(TINY_STUDENTS))
+@pytest.mark.parametrize("enc_class", SINGLE_STUDENTS)
 def test_onnx_export_agrees_with_pytorch(enc_class, data_dir, glove_path, student_config, tmp_path, capsys):
     config = student_config(enc_class)
     save = tmp_path / f"{enc_class}.pt"
@@ -283,7 +283,7 @@ def test_pad_to_n_ctx_times_padded_ids_with_the_same_predictions(data_dir, glove
     assert padded["predictions"] == plain["predictions"] and padded["total"] == 40
 
 
-@pytest.mark.parametrize("enc_class", sorted(TINY_STUDENTS))
+@pytest.mark.parametrize("enc_class", SINGLE_STUDENTS)
 def test_padding_never_changes_a_students_logits(enc_class):
     """Each sentence scores the same alone, in a batch padded to its longest, and padded to
     n_ctx (the logits, to float rounding, not just the argmax)."""
