@@ -126,7 +126,7 @@ def choose_thresholds(probs: np.ndarray, gold: np.ndarray, min_positives: int = 
     """Decision thresholds for `[n, K]` sigmoid probabilities, chosen on valid (`gold` `[n, K]`
     0/1): for each label with at least `min_positives` positives, the grid threshold that
     maximises that label's F1; for the others, the one global threshold that maximises
-    micro-F1 over all labels. Ties go to the lowest threshold. Returns (the K thresholds, the
+    micro-F1 over all labels. Ties go to the middle of the tying run. Returns (the K thresholds, the
     global one)."""
     probs, true = np.asarray(probs, dtype=np.float64), np.asarray(gold).astype(bool)  # [n, K]
     grid = THRESHOLD_GRID  # [G]

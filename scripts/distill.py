@@ -84,10 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out_dir", help="checkpoints (default checkpoints/<name>)")
     p.add_argument("--results", help="the table (default results/<name>.md)")
     p.add_argument("--force", action="store_true", help="rerun every stage")
+    p.add_argument("--multi_label", action="store_true",
+                   help="multi-label data ('sentence<TAB>label1,label2'; MULTI_LABEL=1, or the recipe's multi_label)")
     return p
 
 
-def check_data(source: Path) -> bool:
+def check_data(source: Path, multi_label: bool = False) -> bool:
     """Each split is there and parses, all in one format (a bad line is named by
     read_examples); returns whether they are sentence pairs."""
     for split in SPLITS:
@@ -95,7 +97,7 @@ def check_data(source: Path) -> bool:
         if not path.is_file():
             raise UserError(f"{path}: missing; DATA needs train.txt, valid.txt and test.txt (sentence<TAB>label, or "
                             "sentence_a<TAB>sentence_b<TAB>label)")
-    return read_splits(source)["train"][0].pair
+    return read_splits(source, multi_label=multi_label)["train"][0].pair
 
 
 def prepare_work_dir(source: Path, work: Path, subset: int, seed: int = 42) -> None:
@@ -345,7 +347,7 @@ def build_steps(args: argparse.Namespace, recipe: Recipe, teacher: TeacherPlan, 
     else:
         steps.append(label_step(recipe, work, student_config, teacher_path, teacher_files, augmented,
                                 args.unlabeled, label_map=args.label_map))
-    steps.append(student_data_step(work, student_config, embedding))
+    steps.append(student_data_step(work, student_config, embedding, multi_label=recipe.multi_label))
     for m in models:
         s = recipe.students[m]
         for i in range(s.seeds):
@@ -376,12 +378,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(f"unknown student {m!r} in --models/MODELS; {recipe_path} has "
                                 f"{sorted(recipe.students)}")
         source = Path(args.data_dir)
-        pairs = check_data(source)
+        recipe.multi_label = recipe.multi_label or args.multi_label
+        pairs = check_data(source, recipe.multi_label)
         for m in models:
             check_student_data(m, pairs, f"{source}: --models/MODELS ({recipe_path})")
         if args.unlabeled and not Path(args.unlabeled).is_file():
             raise UserError(f"{args.unlabeled}: not found (--unlabeled)")
-        teacher = plan_teacher(args, recipe, build_labels(read_examples(source / "train.txt")))
+        teacher = plan_teacher(args, recipe, build_labels(read_examples(source / "train.txt",
+                                                                          multi_label=recipe.multi_label),
+                                                            recipe.multi_label))
         transfers = resolve_transfer(args, recipe, teacher)
         name = args.name or (source.resolve().name + ("-demo" if args.demo else ""))
         work = Path(args.work_dir) if args.work_dir else ROOT / "data" / name
