@@ -7,7 +7,7 @@ library and numpy at import time; spaCy (the `spacy` word tokenizer), `tokenizer
 teacher's word pieces), onnxruntime and openvino are imported when they are used.
 
 It is also the only code file of a **bundle** (`Predictor.export_bundle`, `predict.py
---export_bundle`): a directory with `bundle.json` (labels, tokenization, backend), the model
+--export_bundle`): a directory with `bundle.json` (labels, multi-label thresholds, tokenization, backend), the model
 (`model.onnx`, or a bag of n-grams' `bow.npz` for the numpy backend), and the vocabulary
 (`vocab.txt`; a bag of n-grams adds `buckets.npy`, the n-gram buckets its table keeps) or the
 teacher's `tokenizer.json`. `Bundle.load(dir)` imports the bundle's own copy of this file by
