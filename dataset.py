@@ -273,6 +273,18 @@ def data_multi_label(data_dir: Path, flag: bool) -> bool:
     return recorded
 
 
+def model_data_multi_label(data_dir: Path, flag: bool, model: str, model_multi: bool, data: str | Path) -> bool:
+    """Whether a stage that runs a model on `data_dir` works on label sets: as the data's record
+    says, else as `--multi_label` or the model itself says (a classifier whose `problem_type` is
+    `multi_label_classification` switches it on by itself); a model of the other kind than the
+    data is refused (`check_multi_label`)."""
+    multi = data_multi_label(data_dir, flag)
+    if recorded_multi_label(data_dir) is None:
+        multi = multi or model_multi
+    check_multi_label(model, model_multi, data, multi)
+    return multi
+
+
 def check_multi_label(model: str, model_multi: bool, data: str | Path, data_multi: bool) -> None:
     """Refuse a multi-label model on single-label data, or the reverse."""
     if model_multi != data_multi:

@@ -67,6 +67,7 @@ class TransferPlan:
     gold_for_scores: Path | None = None
     held_out: list[Path] = field(default_factory=list)  # valid/test files no line may equal
     pairs: bool = False  # sentence pairs (two columns of unlabeled text, `text_b` in scores)
+    multi_label: bool = False  # label lists in the labeled files; scores files' probabilities per label
     word_tokenizer: WordTokenizer = field(default_factory=WordTokenizer)  # the students'
 
     def inputs(self) -> list[Path]:
@@ -93,7 +94,8 @@ def transfer_items(plan: TransferPlan, labels: list[str], label_map: dict[str, s
         return int.from_bytes(hashlib.blake2b(plan.word_tokenizer.key(sentence).encode(), digest_size=8).digest(),
                               "little")
 
-    held_out = {key(e.sentence) for path in plan.held_out for e in read_examples(path)}
+    multi = plan.multi_label
+    held_out = {key(e.sentence) for path in plan.held_out for e in read_examples(path, multi_label=multi)}
     seen: set[int] = set()
 
     def keep(item: Item) -> bool:
@@ -113,13 +115,14 @@ def transfer_items(plan: TransferPlan, labels: list[str], label_map: dict[str, s
 
     def stream() -> Iterator[Item]:
         if plan.teacher_scores:
-            gold = {key(e.sentence): e.label for e in read_examples(plan.gold_for_scores)} if plan.gold_for_scores \
-                else {}
-            for _, text, scores in read_teacher_scores(plan.teacher_scores, labels, label_map, plan.pairs):
+            gold = {key(e.sentence): e.label for e in read_examples(plan.gold_for_scores, multi_label=multi)} \
+                if plan.gold_for_scores else {}
+            for _, text, scores in read_teacher_scores(plan.teacher_scores, labels, label_map, plan.pairs, multi):
                 yield Item(text, "file", gold.get(key(text)), scores)
             return
         if plan.train:
-            yield from (Item(e.sentence, "original", e.label) for e in read_examples(plan.train))
+            # a multi-label gold is the canonical comma-joined list (read_examples)
+            yield from (Item(e.sentence, "original", e.label) for e in read_examples(plan.train, multi_label=multi))
         if plan.augmented:
             yield from (Item(e.sentence, "augmented", None) for e in read_examples(plan.augmented, plan.pairs))
         if plan.unlabeled:

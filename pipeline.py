@@ -169,7 +169,8 @@ def label_step(recipe: Recipe, data: Path, student_config: str, teacher: str | N
     """The transfer set, `transfer.txt`: the teacher's scores for the training sentences, the
     augmented ones and the unlabeled text, or the scores of a file (label.py)."""
     mapping = [f"--label_map={label_map}"] if label_map else []
-    common = [f"--data_dir={data}", f"--student_config={student_config}", *mapping]
+    common = [f"--data_dir={data}", f"--student_config={student_config}", *mapping,
+              *(["--multi_label"] if recipe.multi_label else [])]
     splits = [data / f"{s}.txt" for s in SPLITS]
     if teacher_logits:
         return Step("label (scores from a file)", ["label.py", f"--teacher_logits={teacher_logits}", *common],
