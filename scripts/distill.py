@@ -51,7 +51,7 @@ from pipeline import (  # noqa: E402
     teacher_steps,
 )
 from teachers import (is_teacher, load_hf_tokenizer, parse_label_map, teacher_columns, teacher_labels,  # noqa: E402
-                      teacher_summary, tokenizer_lowercases)
+                      teacher_multi_label, teacher_summary, tokenizer_lowercases)
 from util import UserError, atomic_write_text, cpu_model, read_json, run_main, write_json  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -378,7 +378,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(f"unknown student {m!r} in --models/MODELS; {recipe_path} has "
                                 f"{sorted(recipe.students)}")
         source = Path(args.data_dir)
-        recipe.multi_label = recipe.multi_label or args.multi_label
+        # MULTI_LABEL=1, the recipe, or a brought multi-label classifier (its problem_type) switch it on
+        brought = args.teacher and not args.teacher_logits and is_teacher(args.teacher)
+        recipe.multi_label = recipe.multi_label or args.multi_label or bool(brought and
+                                                                            teacher_multi_label(args.teacher))
         pairs = check_data(source, recipe.multi_label)
         for m in models:
             check_student_data(m, pairs, f"{source}: --models/MODELS ({recipe_path})")

@@ -25,6 +25,7 @@ from metrics import choose_thresholds, multilabel_metrics
 from model import build_student, distillation_loss
 from pipeline import label_step, student_data_step, student_steps, teacher_steps
 from runtime import Bundle, Cascade, Prediction, confidence, multilabel_decisions, predictions
+from teachers import teacher_multi_label
 from util import UserError
 
 WEATHER = ["rain", "sunny", "forecast", "weather"]
@@ -320,6 +321,7 @@ def test_brought_multi_label_classifier_switches_it_on_and_maps_labels_by_name(m
     cfg_path.write_text(json.dumps(cfg))
     teacher = load_teacher(model_dir)
     assert teacher.multi_label and teacher.labels == ["weather", "neg", "pos"]
+    assert teacher_multi_label(model_dir)  # what make distill reads to switch it on
     # no --multi_label and no record: the classifier says so itself
     assert label.main([f"--data_dir={ml_data}", f"--teacher={model_dir}", "--device=cpu"]) == 0
     rows = list(read_transfer(ml_data / "transfer.txt", 3))
@@ -347,6 +349,7 @@ def test_hf_teacher_fine_tuned_multi_label(ml_data: Path, tiny_transformer, tmp_
     assert json.loads((out / "config.json").read_text())["problem_type"] == "multi_label_classification"
     meta = json.loads((out / "distil_config.json").read_text())
     assert meta["multi_label"] is True and len(meta["thresholds"]) == 3
+    assert teacher_multi_label(out)
     teacher = load_teacher(out)
     assert teacher.multi_label and teacher.thresholds == meta["thresholds"]
 
