@@ -210,11 +210,14 @@ def read_results(path: Path) -> dict | None:
 
 
 def accuracy_cell(results: list[dict]) -> str:
-    """One run: `acc (correct/total)`; several seeds: `mean ± std (n seeds: a, b, c)`."""
+    """One run: `acc (correct/total)`, multi-label `macro-F1 (micro-F1 m)`; several seeds:
+    `mean ± std (n seeds: a, b, c)` of the accuracy (multi-label: of the macro-F1)."""
+    multi = "macro_f1" in results[0] and "accuracy" not in results[0]
     if len(results) == 1:
         r = results[0]
-        return f"{100 * r['accuracy']:.2f} ({r['correct']}/{r['total']})"
-    accs = [100 * r["accuracy"] for r in results]
+        return (f"{100 * r['macro_f1']:.2f} (micro-F1 {100 * r['micro_f1']:.2f})" if multi else
+                f"{100 * r['accuracy']:.2f} ({r['correct']}/{r['total']})")
+    accs = [100 * r["macro_f1" if multi else "accuracy"] for r in results]
     mean = sum(accs) / len(accs)
     std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5
     return f"{mean:.2f} ± {std:.2f} ({len(accs)} seeds: {', '.join(f'{a:.2f}' for a in accs)})"
@@ -300,8 +303,9 @@ def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherP
         + (f", training subset {recipe.train_subset:,} sentences" if recipe.train_subset else "")
         + "; the students' epochs and learning rates are in the recipe.",
         transfer_summary(data, transfers), "",
-        "| model | trained on | test accuracy % | ms/example | padded ms/example | parameters | without embeddings "
-        "| train min | steps: best / run (stop) | ECE: T = 1 -> calibrated (T) |",
+        f"| model | trained on | test {'macro-F1' if recipe.multi_label else 'accuracy'} % | ms/example | padded "
+        "ms/example | parameters | without embeddings | train min | steps: best / run (stop) | ECE: T = 1 -> "
+        "calibrated (T) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
         "*steps*: the optimizer step of the checkpoint kept (best on valid) and the steps run, with why training "
         "stopped (`budget`: the recipe's epochs, at least its min_steps; `early stop`: no gain on valid for "
