@@ -14,7 +14,9 @@ The teacher scores `train.txt` (source `original`, gold labels kept), `augmented
 `evaluate.py --augmented` runs it too. Lines the students would see as a duplicate or as a
 sentence of valid.txt or test.txt are dropped and counted (labeling.py). A teacher's logits
 are put in the data's label order by name (`--label_map` when the names differ). Labeling is
-resumable (run the same command again) and shards over torchrun ranks. Writes
+resumable (run the same command again) and shards over torchrun ranks. Multi-label data
+(`--multi_label`, or as preprocess.py recorded them, or a teacher whose `problem_type` is
+`multi_label_classification`) keep their comma-joined gold label lists. Writes
 `<output>.results.json` beside the output.
 """
 from __future__ import annotations

@@ -337,6 +337,14 @@ def test_brought_multi_label_classifier_switches_it_on_and_maps_labels_by_name(m
     assert json.loads(out.read_text())["thresholds"] is None
 
 
+def test_single_label_teacher_refused_on_multi_label_data(ml_data: Path, teacher_template, capsys):
+    _, teacher, _ = teacher_template  # a tiny single-label BERT teacher (read, not written)
+    line = refused(capsys, label, [f"--data_dir={ml_data}", f"--teacher={teacher}", "--device=cpu", "--multi_label"],
+                   "multi-label data, but the teacher")
+    assert str(ml_data / "train.txt") in line and "single-label" in line
+    assert not (ml_data / "transfer.txt").exists()
+
+
 def test_hf_teacher_fine_tuned_multi_label(ml_data: Path, tiny_transformer, tmp_path: Path):
     bert = tiny_transformer("bert")
     config = hf_config(tmp_path)
