@@ -295,7 +295,7 @@ class TrainConfig:
     alpha: float = 0.0
     alpha_auto: bool = False  # choose alpha on valid among GOLD_MIX_ALPHAS below gold_mix_below lines
     gold_mix_below: int = GOLD_MIX_BELOW
-    measure: str = "accuracy"
+    measure: str = "accuracy"  # or "loss"; multi-label: "micro_f1" (train.py --measure accuracy)
     distill: bool = False  # a student learning the teacher's scores in the transfer set
     transfer_file: str | None = None  # with distill: the transfer set's file in the data directory
     transfer: str = "both"  # with distill: the transfer set's sources to learn from (dataset.TRANSFER_CHOICES)
