@@ -714,7 +714,7 @@ def read_teacher_scores(path: str | Path, labels: Sequence[str], label_map: dict
         elif kind == "probs":
             if any(not 0.0 <= v <= 1.0 for v in values) or abs(sum(values) - 1.0) > 1e-3:
                 raise UserError(f"{where}: probabilities must lie in [0, 1] and sum to 1 (within 1e-3), got "
-                                f"{sum(values):.6g}")
+                                f"{sum(values):.6g} (label sets, each label's own probability: --multi_label)")
             logs = [math.log(max(v, PROB_FLOOR)) for v in values]
             values = [v - sum(logs) / len(logs) for v in logs]
         yield lineno, text.strip(), [float(values[c]) for c in columns_for[names]]
