@@ -253,8 +253,11 @@ class Task:
     def __init__(self, train_config: TrainConfig, model_config: Config, data_dir: Path):
         self.train_config, self.model_config, self.data_dir = train_config, model_config, data_dir
         self.labels = read_labels(data_dir / "label.txt")
-        # label sets: K sigmoid outputs, labels [n, K] 0/1 (IdsData), thresholds chosen on valid
-        self.multi_label = train_config.multi_label
+
+    @property
+    def multi_label(self) -> bool:
+        """Label sets: K sigmoid outputs, labels `[n, K]` 0/1 (IdsData), thresholds chosen on valid."""
+        return self.train_config.multi_label
 
     def train_name(self) -> str:
         """The training file's name, before its `.ids`/`.fs` suffix."""
