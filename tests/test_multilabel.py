@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import augment_data
 import evaluate
 import label
 import preprocess
@@ -128,6 +129,16 @@ def test_teacher_probabilities_enter_as_logits_and_need_not_sum_to_one(tmp_path:
     path.write_text(json.dumps({"text": "x", "probs": {"a": 1.5, "b": 0.8, "c": 0.0}}) + "\n")
     with pytest.raises(UserError, match=f"{path}:1: probabilities must lie in"):
         list(read_teacher_scores(path, ["a", "b", "c"], {}, multi_label=True))
+
+
+def test_augmentation_passes_label_lists_through(ml_data: Path, tmp_path: Path):
+    out = tmp_path / "augmented.raw"
+    assert augment_data.main(["--input", str(ml_data / "train.txt"), "--output", str(out), "--analyzer", "none",
+                              "--n_iter=2", "--preserve_label"]) == 0
+    train_labels = {line.split("\t")[1] for line in (ml_data / "train.txt").read_text().splitlines()}
+    written = [line.split("\t")[1] for line in out.read_text().splitlines()]
+    assert written and set(written) <= train_labels and any("," in w for w in written)
+    assert all(e.labels for e in read_examples(out, multi_label=True))
 
 
 # ---------------------------------------------------------------------------
@@ -263,6 +274,12 @@ def test_gold_student_and_multi_label_refusals(ml_data: Path, ml_glove: Path, da
     assert train.main([f"--config={config}", f"--data_dir={ml_data}", f"--save_path={ckpt}", "--device=cpu",
                        "--epochs=1", "--batch_size=32", f"--log_dir={tmp_path / 'runs'}"]) == 0
     assert load_student(ckpt).multi_label
+    # a bag of n-grams' bundle runs in numpy alone: the same logits and label sets
+    sentences = [line.split("\t")[0] for line in (ml_data / "test.txt").read_text().splitlines()]
+    predictor = Predictor.load(ckpt)
+    bundle = Bundle.load(predictor.export_bundle(tmp_path / "bow-bundle"), backend="numpy")
+    assert np.abs(bundle.logits(sentences) - predictor.logits(sentences).numpy()).max() < 1e-5
+    assert [p.label for p in bundle.predict(sentences)] == [p.label for p in predictor.predict(sentences)]
     # single-label data: its checkpoint and data refuse the other kind
     assert glove_preprocess(config, data_dir, glove_path) == 0
     assert recorded_multi_label(data_dir) is False
