@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "problem_type is multi_label_classification")
     p.add_argument("--rescore_margin", type=float, default=0.0,
                    help="with an ONNX Runtime teacher: score again in fp32 PyTorch the sentences whose top two "
-                        "logits lie closer than this (0: none)")
+                        "logits (multi-label: a logit and 0) lie closer than this (0: none)")
     return p
 
 

@@ -22,6 +22,7 @@ from conftest import EMB_DIM, NEGATIVE, NEUTRAL, POSITIVE, TINY_STUDENTS, build_
 from dataset import (build_labels, read_examples, read_ids, read_teacher_scores, read_transfer,
                      recorded_multi_label)
 from inference import Predictor
+from labeling import decision_agreement
 from metrics import choose_thresholds, multilabel_metrics
 from model import build_student, distillation_loss
 from pipeline import label_step, student_data_step, student_steps, teacher_steps
@@ -191,6 +192,13 @@ def test_predictions_are_label_sets_with_the_argmax_when_none_passes():
     sure = Prediction("a", {"a": 0.99, "b": 0.02})
     assert confidence(sure, multi_label=True) == pytest.approx(0.98)
     assert confidence(Prediction("a", {"a": 0.99, "b": 0.6}), multi_label=True) == pytest.approx(0.6)
+
+
+def test_runtime_agreement_compares_label_sets():
+    reference = torch.tensor([[2.0, -1.0], [0.5, 0.2]])
+    other = torch.tensor([[1.0, -3.0], [0.6, -0.1]])  # same argmax everywhere, row 1's set differs
+    assert decision_agreement(other, reference, multi_label=False) == 1.0
+    assert decision_agreement(other, reference, multi_label=True) == 0.5
 
 
 def test_losses_on_teacher_scores():
