@@ -98,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             settings = [("gold", "gold labels", "-", "epochs", [f"--epochs={s.gold_epochs}"]),
                         ("gold-budget", "gold labels", "-", "budget", [f"--epochs={s.gold_epochs}", *budget])]
             for i, (size, size_flags) in enumerate(sizes):
-                distill = ["--distill", f"--criterion={s.criterion}", *size_flags]
-                distill += [f"--temperature={s.temperature}"] if s.criterion != "MSELoss" else []
+                # the recipe's loss, or train.py's default for the data (a null criterion)
+                distill = ["--distill", *([f"--criterion={s.criterion}"] if s.criterion else []), *size_flags]
+                distill += [f"--temperature={s.temperature}"] if s.temperature != 1.0 else []
                 settings += [(f"distill{i}", size, "0", "epochs", [f"--epochs={s.epochs}", *distill]),
                              (f"distill{i}-budget", size, "0", "budget", [f"--epochs={s.epochs}", *budget, *distill]),
                              (f"distill{i}-budget-mix", size, "0.5", "budget",
