@@ -384,8 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         source = Path(args.data_dir)
         # MULTI_LABEL=1, the recipe, or a brought multi-label classifier (its problem_type) switch it on
         brought = args.teacher and not args.teacher_logits and is_teacher(args.teacher)
-        recipe.multi_label = recipe.multi_label or args.multi_label or bool(brought and
-                                                                            teacher_multi_label(args.teacher))
+        if not recipe.multi_label and (args.multi_label or (brought and teacher_multi_label(args.teacher))):
+            recipe.multi_label = True
+            recipe.validate(f"{recipe_path} (multi-label: e.g. configs/recipe-goemotions.json)")  # its losses
         pairs = check_data(source, recipe.multi_label)
         for m in models:
             check_student_data(m, pairs, f"{source}: --models/MODELS ({recipe_path})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,8 @@ import label
 import preprocess
 import train
 from checkpoint import load_student, load_teacher, save_student
-from config import Recipe, StudentRecipe, check_criterion, config_from_dict
-from conftest import EMB_DIM, NEGATIVE, NEUTRAL, POSITIVE, TINY_STUDENTS, build_tiny_transformer, refused, write_glove
+from config import Recipe, StudentRecipe, check_criterion, config_from_dict, load_recipe
+from conftest import ROOT, EMB_DIM, NEGATIVE, NEUTRAL, POSITIVE, TINY_STUDENTS, build_tiny_transformer, refused, write_glove
 from dataset import (build_labels, read_examples, read_ids, read_teacher_scores, read_transfer,
                      recorded_multi_label)
 from inference import Predictor
@@ -406,4 +407,16 @@ def test_recipe_and_driver_pass_multi_label(tmp_path: Path):
         recipe.validate("recipe")
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     assert "$(if $(MULTI_LABEL),--multi_label)" in makefile
+    assert load_recipe(ROOT / "configs/recipe-goemotions.json").multi_label
+
+
+def test_driver_refuses_a_softmax_recipe_for_multi_label_data(ml_data: Path, tmp_path: Path, capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import distill
+
+    # recipe-sst2.json's bags of n-grams learn with KLDivLoss: refused before anything runs
+    refused(capsys, distill, [f"--data_dir={ml_data}", "--multi_label", "--teacher_logits=x.jsonl",
+                              f"--work_dir={tmp_path / 'work'}", f"--out_dir={tmp_path / 'out'}"],
+            "KLDivLoss is not for multi-label data")
+    assert not (tmp_path / "work").exists() and not (tmp_path / "out").exists()
 
