@@ -67,7 +67,7 @@ class Example:
 
     @property
     def labels(self) -> list[str]:
-        """A multi-label example's label strings (a single-label example's one)."""
+        """The label field split at commas: a multi-label example's label strings."""
         return split_labels(self.label)
 
 
