@@ -42,6 +42,12 @@ MULTI_LABEL_CRITERIA = ("BCEWithLogitsLoss", "MSELoss")
 MULTI_LABEL_CRITERION = "BCEWithLogitsLoss"
 
 
+def default_criterion(criterion: str | None, multi_label: bool) -> str:
+    """A student's loss on teacher scores: the one given, else MSELoss, or for label sets
+    MULTI_LABEL_CRITERION (train.py's defaults)."""
+    return criterion or (MULTI_LABEL_CRITERION if multi_label else "MSELoss")
+
+
 def check_criterion(criterion: str, multi_label: bool, where: str) -> None:
     """Refuse a loss that does not fit the data's kind (softmax losses on label sets, or the
     reverse)."""
@@ -414,7 +420,7 @@ class Recipe:
                 raise UserError(f"{where}: students.{name}.amp must be one of {list(AMP_CHOICES)}")
             if s.criterion is not None:
                 check_criterion(s.criterion, self.multi_label, f"{where}: students.{name}.criterion")
-            criterion = s.criterion or (MULTI_LABEL_CRITERION if self.multi_label else "MSELoss")
+            criterion = default_criterion(s.criterion, self.multi_label)
             if s.temperature != 1.0 and criterion == "MSELoss":
                 raise UserError(f"{where}: students.{name}.temperature is not used by MSELoss")
             if s.optimizer not in ("adamw", "sgd"):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from config import Recipe
+from config import Recipe, default_criterion
 from dataset import AUGMENTED_FILE, TRANSFER_FILE
 from util import UserError, file_digest, write_json
 
@@ -210,9 +210,8 @@ def student_steps(recipe: Recipe, name: str, kind: str, data: Path, checkpoint: 
     the seed's way)."""
     s, cfg = recipe.students[name], recipe.student_config(name)
     distill = kind != "gold"
-    # the recipe's loss, or train.py's default for the data's kind (null criterion)
-    own = ([f"--criterion={s.criterion}"] if s.criterion else []) + \
-        ([f"--temperature={s.temperature}"] if s.temperature != 1.0 else [])
+    criterion = default_criterion(s.criterion, recipe.multi_label)  # null: the default for the data's kind
+    own = [f"--criterion={criterion}"] + ([f"--temperature={s.temperature}"] if criterion != "MSELoss" else [])
     # the gold-label weight: the recipe's, or chosen on valid for a small transfer set
     alpha = [f"--alpha={s.alpha:g}"] if s.alpha is not None else ["--alpha=auto",
                                                                   f"--gold_mix_below={recipe.gold_mix_below}"]

@@ -401,7 +401,7 @@ def test_recipe_and_driver_pass_multi_label(tmp_path: Path):
     assert "--multi_label" in teacher_steps(recipe, data, "bert", tmp_path / "t", True, tmp_path)[0].argv
     assert "--multi_label" in label_step(recipe, data, "c.json", teacher_logits="s.jsonl").argv
     train_cmd = student_steps(recipe, "cnn", "distill", data, tmp_path / "c.pt", tmp_path)[0].argv
-    assert not any(a.startswith("--criterion") for a in train_cmd)  # train.py's multi-label default
+    assert "--criterion=BCEWithLogitsLoss" in train_cmd  # the multi-label default for a null criterion
     recipe.students["cnn"].criterion = "KLDivLoss"
     with pytest.raises(UserError, match="not for multi-label"):
         recipe.validate("recipe")
