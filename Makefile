@@ -8,7 +8,7 @@ SST2_DIR ?= $(abspath $(firstword $(wildcard ../shared/data/sst2)))
 export SST2_DIR
 # make distill DATA=dir [TEACHER=classifier-or-encoder] [TEACHER_CONFIG=configs/...] [TEACHER_LOGITS=scores.jsonl]
 #              [UNLABELED=text.txt] [LABEL_MAP=A=0,B=1] [TRANSFER=augmented|unlabeled|both]
-#              [RECIPE=configs/recipe-....json] [MODELS=a,b] [SEEDS=n]
+#              [RECIPE=configs/recipe-....json] [MODELS=a,b] [SEEDS=n] [MULTI_LABEL=1]
 DATA ?=
 TEACHER ?=
 TEACHER_CONFIG ?=
@@ -19,11 +19,13 @@ TRANSFER ?=
 RECIPE ?=
 MODELS ?=
 SEEDS ?=
+MULTI_LABEL ?=
 export MODELS SEEDS
 DISTILL_ARGS := $(if $(DATA),--data_dir=$(DATA)) $(if $(TEACHER),--teacher=$(TEACHER)) \
 	$(if $(TEACHER_CONFIG),--teacher_config=$(TEACHER_CONFIG)) $(if $(TEACHER_LOGITS),--teacher_logits=$(TEACHER_LOGITS)) \
 	$(if $(UNLABELED),--unlabeled=$(UNLABELED)) $(if $(LABEL_MAP),--label_map=$(LABEL_MAP)) \
-	$(if $(TRANSFER),--transfer=$(TRANSFER)) $(if $(RECIPE),--recipe=$(RECIPE))
+	$(if $(TRANSFER),--transfer=$(TRANSFER)) $(if $(RECIPE),--recipe=$(RECIPE)) \
+	$(if $(MULTI_LABEL),--multi_label)
 
 .PHONY: setup data embeddings test test-fast demo distill few-labels ablation budget cascade bench peers raw-text gpu-check clean
 

@@ -3,10 +3,13 @@
 - A **student checkpoint** is one `torch.save` file of plain types and tensors, so it loads
   with `weights_only=True`: `format`, the model `config` (with its tokenization: `tokenizer`,
   `lowercase`, `n_ctx`), the `vocab` (line i is token id i), the sorted `labels`, the
-  weights (`model`), and `state`: epoch, global step, best metric and epoch, and, in the
-  resumable `<path>.last`, the optimizer, scheduler, history and RNG states.
+  weights (`model`), `multi_label` (label sets: one sigmoid per label), and `state`: epoch,
+  global step, best metric and epoch, the temperature or (multi-label) the per-label
+  `thresholds` chosen on valid, and, in the resumable `<path>.last`, the optimizer,
+  scheduler, history and RNG states.
 - A **teacher directory** from train.py holds its tokenizer files, `distil_config.json`
-  (`format`, our `config`, `labels`, `lowercase`, `mask_token`), and either (head `hf`) a
+  (`format`, our `config`, `labels`, `lowercase`, `mask_token`, `temperature`, `pairs`,
+  `multi_label` and its `thresholds`), and either (head `hf`) a
   Hugging Face `*ForSequenceClassification` model as `save_pretrained` writes it (its
   `config.json` with `id2label`, `model.safetensors`), which `transformers` loads unchanged,
   or (the seed's heads `cls`/`mean`) the encoder's `config.json` and `model.safetensors`
@@ -14,7 +17,8 @@
   scheduler, counters, RNG; weights_only).
 - **Anyone's fine-tuned classifier**, a directory or hub name that
   `AutoModelForSequenceClassification` loads, is a teacher as it is: its head, its
-  `id2label`, its tokenizer's lower-casing and mask token.
+  `id2label`, its tokenizer's lower-casing and mask token; multi-label when its config's
+  `problem_type` is `multi_label_classification` (thresholds 0.5).
 
 Nothing here unpickles a file a user hands in: `torch.load(weights_only=True)` refuses
 pickles that would run code, teacher weights are safetensors (or, from the hub, whatever
@@ -65,13 +69,14 @@ def _torch_load(path: Path, what: str) -> Any:
 # ---------------------------------------------------------------------------
 
 def save_student(path: str | Path, model: GloveStudent, vocab: list[str], labels: list[str],
-                 state: dict | None = None) -> None:
+                 state: dict | None = None, multi_label: bool = False) -> None:
     """Write a self-describing student checkpoint atomically."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "config": config_to_dict(model.config),
         "vocab": list(vocab),
         "labels": list(labels),
+        "multi_label": multi_label,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "state": state or {},
     }
@@ -87,6 +92,12 @@ class StudentCheckpoint:
     vocab: list[str]
     labels: list[str]
     state: dict
+    multi_label: bool = False  # label sets; the per-label thresholds are in state["thresholds"]
+
+    @property
+    def thresholds(self) -> list[float] | None:
+        """A multi-label student's decision thresholds (None: 0.5 each, or single-label)."""
+        return self.state.get("thresholds") if self.multi_label else None
 
 
 def load_student(path: str | Path, device: torch.device | str = "cpu") -> StudentCheckpoint:
@@ -105,7 +116,7 @@ def load_student(path: str | Path, device: torch.device | str = "cpu") -> Studen
     except RuntimeError as e:
         raise UserError(f"{path}: weights do not fit the stored config: {str(e).splitlines()[0]}") from e
     model.to(device).eval()
-    return StudentCheckpoint(model, vocab, labels, payload.get("state", {}))
+    return StudentCheckpoint(model, vocab, labels, payload.get("state", {}), bool(payload.get("multi_label", False)))
 
 
 # ---------------------------------------------------------------------------
@@ -114,7 +125,8 @@ def load_student(path: str | Path, device: torch.device | str = "cpu") -> Studen
 
 def save_teacher(out_dir: str | Path, model: TransformerClassifier | SequenceClassifier, config: Config,
                  tokenizer: Any, labels: list[str], lowercase: bool, state: dict | None = None,
-                 temperature: float = 1.0, pairs: bool = False) -> None:
+                 temperature: float = 1.0, pairs: bool = False, multi_label: bool = False,
+                 thresholds: list[float] | None = None) -> None:
     """Write a teacher directory; the weights last, so their presence marks a complete save.
 
     The `hf` head is written by the library itself (`save_pretrained`: config with
@@ -130,6 +142,7 @@ def save_teacher(out_dir: str | Path, model: TransformerClassifier | SequenceCla
     write_json(out_dir / TEACHER_META, {
         "format": CHECKPOINT_FORMAT, "config": config_to_dict(config), "labels": list(labels),
         "lowercase": lowercase, "mask_token": tokenizer.mask_token, "temperature": temperature, "pairs": pairs,
+        "multi_label": multi_label, "thresholds": thresholds,
     })
     if state is not None:
         with atomic_path(out_dir / "training_state.pt") as tmp:
@@ -161,6 +174,8 @@ class TeacherCheckpoint:
     lowercase: bool
     temperature: float = 1.0  # fitted on valid by train.py; 1: anyone's classifier, or older teachers
     pairs: bool | None = None  # trained here on sentence pairs or not; None: anyone's classifier (either)
+    multi_label: bool = False  # label sets: a sigmoid per label
+    thresholds: list[float] | None = None  # multi-label: per label, chosen on valid (None: 0.5 each)
 
 
 def load_teacher(path: str | Path, device: torch.device | str = "cpu") -> TeacherCheckpoint:
@@ -186,8 +201,10 @@ def load_teacher(path: str | Path, device: torch.device | str = "cpu") -> Teache
     classifier = SequenceClassifier(model, segment_sep_id(tokenizer, model.config))
     classifier.to(device).eval()
     temperature = float(meta.get("temperature", 1.0)) if meta is not None else 1.0
+    multi_label = model.config.problem_type == "multi_label_classification"  # ours set it too
     return TeacherCheckpoint(classifier, config, tokenizer, labels, lowercase, temperature,
-                             meta.get("pairs", False) if meta is not None else None)
+                             meta.get("pairs", False) if meta is not None else None, multi_label,
+                             meta.get("thresholds") if meta is not None else None)
 
 
 def load_sequence_classifier(path: str | Path, **kwargs: Any) -> nn.Module:
@@ -233,14 +250,16 @@ def _load_seed_head_teacher(out_dir: Path, meta: dict, device: torch.device | st
         raise UserError(f"{weights_path}: weights do not fit the stored config: {str(e).splitlines()[0]}") from e
     model.to(device).eval()
     return TeacherCheckpoint(model, config, tokenizer, labels, bool(meta.get("lowercase", False)),
-                             float(meta.get("temperature", 1.0)), bool(meta.get("pairs", False)))
+                             float(meta.get("temperature", 1.0)), bool(meta.get("pairs", False)),
+                             bool(meta.get("multi_label", False)), meta.get("thresholds"))
 
 
-def load_pretrained_teacher(path: str | Path, labels: list[str], config: Config
+def load_pretrained_teacher(path: str | Path, labels: list[str], config: Config, multi_label: bool = False
                             ) -> TransformerClassifier | SequenceClassifier:
     """A teacher to fine-tune: the encoder read from a Hugging Face model directory (or hub
     name) with a new head, the seed's (`cls`, `mean`) or the library's own (`hf`, whose
-    `id2label` is `labels`)."""
+    `id2label` is `labels`, and whose `problem_type` is `multi_label_classification` for label
+    sets, so `transformers` knows it as a sigmoid classifier)."""
     from transformers import AutoConfig, AutoModel
 
     path = str(path)
@@ -252,7 +271,8 @@ def load_pretrained_teacher(path: str | Path, labels: list[str], config: Config
             raise UserError(f"{path}: is already a fine-tuned classifier; distill it as it is (TEACHER=, "
                             "--bert_output_dir) or fine-tune its encoder")
         hf = load_sequence_classifier(path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                                      label2id={label: i for i, label in enumerate(labels)})
+                                      label2id={label: i for i, label in enumerate(labels)},
+                                      problem_type="multi_label_classification" if multi_label else None)
         return SequenceClassifier(hf, segment_sep_id(tokenizer, hf.config))
     try:
         encoder_config = AutoConfig.from_pretrained(path)

@@ -33,7 +33,28 @@ AMP_CHOICES = ("none", "bf16", "fp16")
 # the teacher's runtimes for labeling (label.py --runtime, recipe label_runtime); auto: the
 # fastest of the others that agrees with fp32 PyTorch
 LABEL_RUNTIMES = ("auto", "pytorch", "onnxruntime", "onnxruntime-int8")
-CRITERIA = ("CrossEntropyLoss", "MSELoss", "KLDivLoss")
+CRITERIA = ("CrossEntropyLoss", "MSELoss", "KLDivLoss", "BCEWithLogitsLoss")
+# the losses on teacher scores each kind of data takes (model.distillation_loss): softmax losses for
+# one label an example, per-label sigmoid (binary cross-entropy) or logit MSE for label sets
+SINGLE_LABEL_CRITERIA = ("CrossEntropyLoss", "MSELoss", "KLDivLoss")
+MULTI_LABEL_CRITERIA = ("BCEWithLogitsLoss", "MSELoss")
+# a multi-label student's default loss on teacher scores (results/multilabel.md)
+MULTI_LABEL_CRITERION = "BCEWithLogitsLoss"
+
+
+def default_criterion(criterion: str | None, multi_label: bool) -> str:
+    """A student's loss on teacher scores: the one given, else MSELoss, or for label sets
+    MULTI_LABEL_CRITERION (train.py's defaults)."""
+    return criterion or (MULTI_LABEL_CRITERION if multi_label else "MSELoss")
+
+
+def check_criterion(criterion: str, multi_label: bool, where: str) -> None:
+    """Refuse a loss that does not fit the data's kind (softmax losses on label sets, or the
+    reverse)."""
+    allowed = MULTI_LABEL_CRITERIA if multi_label else SINGLE_LABEL_CRITERIA
+    if criterion not in allowed:
+        raise UserError(f"{where}: {criterion} is not for {'multi' if multi_label else 'single'}-label data; "
+                        f"expected one of {list(allowed)}")
 # train.py --alpha auto: the gold-label weights tried, each a full run, the best on valid kept.
 # 1.0 is the gold labels alone: where the teacher's scores add nothing (a scores file for the
 # training sentences alone, a bag of n-grams), the run falls back to gold instead of losing to it.
@@ -276,10 +297,11 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     criterion: str = "CrossEntropyLoss"
     temperature: float = 1.0
+    multi_label: bool = False  # label sets: sigmoid outputs, BCE on gold, thresholds chosen on valid
     alpha: float = 0.0
     alpha_auto: bool = False  # choose alpha on valid among GOLD_MIX_ALPHAS below gold_mix_below lines
     gold_mix_below: int = GOLD_MIX_BELOW
-    measure: str = "accuracy"
+    measure: str = "accuracy"  # or "loss"; multi-label: "micro_f1" (train.py --measure accuracy)
     distill: bool = False  # a student learning the teacher's scores in the transfer set
     transfer_file: str | None = None  # with distill: the transfer set's file in the data directory
     transfer: str = "both"  # with distill: the transfer set's sources to learn from (dataset.TRANSFER_CHOICES)
@@ -320,8 +342,10 @@ class StudentRecipe:
     lr: float
     batch_size: int = 128
     amp: str = "none"
-    criterion: str = "MSELoss"  # on the teacher's logits (train.py --criterion)
-    temperature: float = 1.0  # for KLDivLoss and CrossEntropyLoss
+    # on the teacher's logits (train.py --criterion); null: train.py's default, MSELoss, or for
+    # multi-label data MULTI_LABEL_CRITERION
+    criterion: str | None = None
+    temperature: float = 1.0  # for KLDivLoss, CrossEntropyLoss and BCEWithLogitsLoss
     config: str | None = None  # None: the student's file in configs/
     set: list[str] = field(default_factory=list)  # config overrides for training (train.py --set)
     optimizer: str = "adamw"  # train.py --optimizer: adamw (linear schedule, no weight decay) or sgd
@@ -362,6 +386,7 @@ class Recipe:
     # "unlabeled" (the training sentences and the unlabeled text), "both"; None: "both" when
     # unlabeled text is given, else "augmented"
     transfer: str | None = None
+    multi_label: bool = False  # a sentence carries any number of labels (preprocess.py --multi_label)
 
     def validate(self, where: str) -> None:
         """Known students, a recipe for each model, sizes and choices in range."""
@@ -393,9 +418,10 @@ class Recipe:
                 raise UserError(f"{where}: students.{name}.alpha must be in [0, 1] or null")
             if s.amp not in AMP_CHOICES:
                 raise UserError(f"{where}: students.{name}.amp must be one of {list(AMP_CHOICES)}")
-            if s.criterion not in CRITERIA:
-                raise UserError(f"{where}: students.{name}.criterion must be one of {list(CRITERIA)}")
-            if s.temperature != 1.0 and s.criterion == "MSELoss":
+            if s.criterion is not None:
+                check_criterion(s.criterion, self.multi_label, f"{where}: students.{name}.criterion")
+            criterion = default_criterion(s.criterion, self.multi_label)
+            if s.temperature != 1.0 and criterion == "MSELoss":
                 raise UserError(f"{where}: students.{name}.temperature is not used by MSELoss")
             if s.optimizer not in ("adamw", "sgd"):
                 raise UserError(f"{where}: students.{name}.optimizer must be 'adamw' or 'sgd'")

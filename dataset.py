@@ -9,7 +9,13 @@ are accepted on reading):
   is carried everywhere as one text, its sides joined by a tab (`runtime.join_pair`), so the
   id files and the transfer set below hold it as they hold a sentence.
 - unlabeled text (`--unlabeled`): one sentence a line (a pair data set: two columns).
-- `label.txt`: the label strings, sorted, one a line; line i is label id i.
+- `label.txt`: the label strings, sorted, one a line; line i is label id i. Its companion
+  `label.json` (`{"multi_label": bool}`, preprocess.py) records whether the data set is
+  multi-label, so later stages need not be told.
+- multi-label data (`--multi_label`): the label field is a comma-separated list of label
+  strings (`sentence<TAB>joy,surprise`), at least one, none repeated; the labels are the
+  sorted union of train's. An id file's label field is then the comma-joined label ids
+  (`3,7`; -1: none), and a transfer set's gold the comma-joined label strings.
 - `vocab.txt` + `embedding.npy`: the GloVe student vocabulary (line i is token id i;
   `<pad>` is 0, `<unk>` is 1) and its `[vocab, dim]` float32 matrix.
 - id-mapped splits, `X.txt.ids` (GloVe vocabulary) or `X.txt.fs` (a teacher's tokenizer):
@@ -59,6 +65,31 @@ class Example:
     def pair(self) -> bool:
         return is_pair(self.sentence)
 
+    @property
+    def labels(self) -> list[str]:
+        """The label field split at commas: a multi-label example's label strings."""
+        return split_labels(self.label)
+
+
+LABEL_SEP = ","  # between the labels of a multi-label example
+
+
+def split_labels(field: str) -> list[str]:
+    """A multi-label field's label strings (`'a,b'` -> `['a', 'b']`)."""
+    return [part.strip() for part in field.split(LABEL_SEP)]
+
+
+def check_label_list(field: str, where: str) -> str:
+    """A multi-label field checked (at least one label, none empty, none repeated) and written
+    canonically (comma-joined, no spaces around the labels); else a UserError naming `where`."""
+    parts = split_labels(field)
+    if any(not part for part in parts):
+        raise UserError(f"{where}: empty label in the label list {field!r} (expected 'label1,label2,...')")
+    repeated = sorted({part for part in parts if parts.count(part) > 1})
+    if repeated:
+        raise UserError(f"{where}: label {repeated[0]!r} repeated in the label list {field!r}")
+    return LABEL_SEP.join(parts)
+
 
 def _stdin_bytes() -> Iterable[bytes]:
     """Standard input as lines of bytes (decoded, and errors named, as a file's are)."""
@@ -92,11 +123,12 @@ def _read_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
 SINGLE_FORMAT, PAIR_FORMAT = "'sentence<TAB>label'", "'sentence_a<TAB>sentence_b<TAB>label'"
 
 
-def read_examples(path: str | Path, pairs: bool | None = None) -> list[Example]:
+def read_examples(path: str | Path, pairs: bool | None = None, multi_label: bool = False) -> list[Example]:
     """Read a `sentence<TAB>label` file, or a pair file (`sentence_a<TAB>sentence_b<TAB>label`).
     The first line decides which, unless `pairs` says; every line must then have that many
-    columns. Blank lines are skipped; anything else malformed is a UserError naming the file
-    and line."""
+    columns. With `multi_label` the label field is a label list (`check_label_list`), kept in
+    its canonical form. Blank lines are skipped; anything else malformed is a UserError naming
+    the file and line."""
     path = Path(path)
     examples = []
     for lineno, line in _read_lines(path, f"a {SINGLE_FORMAT} or {PAIR_FORMAT} file"):
@@ -114,19 +146,22 @@ def read_examples(path: str | Path, pairs: bool | None = None) -> list[Example]:
                 raise UserError(f"{path}:{lineno}: empty {side}")
         if not label:
             raise UserError(f"{path}:{lineno}: empty label")
+        if multi_label:
+            label = check_label_list(label, f"{path}:{lineno}")
         examples.append(Example(join_pair(*texts) if pairs else texts[0], label, lineno))
     if not examples:
         raise UserError(f"{path}: no examples (only blank lines)")
     return examples
 
 
-def read_splits(data_dir: Path, splits: Sequence[str] = ("train", "valid", "test")) -> dict[str, list[Example]]:
+def read_splits(data_dir: Path, splits: Sequence[str] = ("train", "valid", "test"),
+                multi_label: bool = False) -> dict[str, list[Example]]:
     """The data set's splits, all in train.txt's format (single sentences or pairs): a split
     in the other is refused at its first line."""
     out: dict[str, list[Example]] = {}
     for split in splits:
         pairs = out[splits[0]][0].pair if out else None
-        out[split] = read_examples(Path(data_dir) / f"{split}.txt", pairs)
+        out[split] = read_examples(Path(data_dir) / f"{split}.txt", pairs, multi_label)
     return out
 
 
@@ -159,9 +194,11 @@ def write_examples(path: str | Path, examples: Iterable[tuple[str, str]]) -> int
 # Labels
 # ---------------------------------------------------------------------------
 
-def build_labels(examples: Sequence[Example]) -> list[str]:
-    """The sorted label set (sorted so ids do not depend on file order)."""
-    return sorted({e.label for e in examples}, key=_label_sort_key)
+def build_labels(examples: Sequence[Example], multi_label: bool = False) -> list[str]:
+    """The sorted label set (sorted so ids do not depend on file order); multi-label: the
+    sorted union of the examples' label lists."""
+    found = {label for e in examples for label in e.labels} if multi_label else {e.label for e in examples}
+    return sorted(found, key=_label_sort_key)
 
 
 def _label_sort_key(label: str) -> tuple:
@@ -187,17 +224,72 @@ def read_labels(path: str | Path) -> list[str]:
     return labels
 
 
-def label_ids(examples: Sequence[Example], labels: Sequence[str], path: str | Path) -> list[int]:
-    """Map label strings to ids; a label the training set never had is a UserError."""
+def label_ids(examples: Sequence[Example], labels: Sequence[str], path: str | Path,
+              multi_label: bool = False) -> list[int] | list[list[int]]:
+    """Map label strings to ids (multi-label: each example's list of ids, in its order); a
+    label the training set never had is a UserError."""
     index = {label: i for i, label in enumerate(labels)}
-    ids = []
+    ids: list = []
     for e in examples:
-        if e.label not in index:
-            raise UserError(
-                f"{path}:{e.lineno}: label {e.label!r} is not in the training labels {list(labels)}"
-            )
-        ids.append(index[e.label])
+        for label in (e.labels if multi_label else [e.label]):
+            if label not in index:
+                raise UserError(f"{path}:{e.lineno}: label {label!r} is not in the training labels {list(labels)}")
+        ids.append([index[label] for label in e.labels] if multi_label else index[e.label])
     return ids
+
+
+# preprocess.py's record beside label.txt: whether the data set is multi-label
+LABEL_RECORD = "label.json"
+
+
+def write_label_record(data_dir: Path, multi_label: bool) -> None:
+    """Write `label.json`."""
+    with atomic_path(Path(data_dir) / LABEL_RECORD) as tmp:
+        tmp.write_text(json.dumps({"multi_label": multi_label}) + "\n", encoding="utf-8")
+
+
+def recorded_multi_label(data_dir: Path) -> bool | None:
+    """Whether preprocess.py recorded `data_dir` as multi-label (None: no record; data
+    preprocessed before the record existed are single-label)."""
+    path = Path(data_dir) / LABEL_RECORD
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    if not isinstance(record, dict) or not isinstance(record.get("multi_label"), bool):
+        raise UserError(f"{path}: expected {{\"multi_label\": true|false}} (rerun preprocess.py)")
+    return record["multi_label"]
+
+
+def data_multi_label(data_dir: Path, flag: bool) -> bool:
+    """Whether a stage works on multi-label data: as preprocess.py recorded it (`--multi_label`
+    need not be given again), or as the flag says where nothing is recorded. `--multi_label`
+    against data recorded single-label is refused."""
+    recorded = recorded_multi_label(data_dir)
+    if recorded is None:
+        return flag
+    if flag and not recorded:
+        raise UserError(f"{Path(data_dir) / LABEL_RECORD}: the data were preprocessed single-label; --multi_label "
+                        "needs them preprocessed with --multi_label")
+    return recorded
+
+
+def model_data_multi_label(data_dir: Path, flag: bool, model: str, model_multi: bool, data: str | Path) -> bool:
+    """Whether a stage that runs a model on `data_dir` works on label sets: as the data's record
+    says, else as `--multi_label` or the model itself says (a classifier whose `problem_type` is
+    `multi_label_classification` switches it on by itself); a model of the other kind than the
+    data is refused (`check_multi_label`)."""
+    multi = data_multi_label(data_dir, flag)
+    if recorded_multi_label(data_dir) is None:
+        multi = multi or model_multi
+    check_multi_label(model, model_multi, data, multi)
+    return multi
+
+
+def check_multi_label(model: str, model_multi: bool, data: str | Path, data_multi: bool) -> None:
+    """Refuse a multi-label model on single-label data, or the reverse."""
+    if model_multi != data_multi:
+        kind = {True: "multi-label", False: "single-label"}
+        raise UserError(f"{data}: {kind[data_multi]} data, but {model} is {kind[model_multi]}")
 
 
 # ---------------------------------------------------------------------------
@@ -288,29 +380,38 @@ def read_vocab(data_dir: Path) -> tuple[list[str], np.ndarray]:
     return vocab, matrix
 
 
-def data_labels(data_dir: Path) -> list[str]:
+def data_labels(data_dir: Path, multi_label: bool = False) -> list[str]:
     """The data set's labels in id order: `label.txt` when preprocess.py wrote one, else the
     sorted labels of `train.txt` (what preprocess.py would write)."""
     path = Path(data_dir) / "label.txt"
-    return read_labels(path) if path.exists() else build_labels(read_examples(Path(data_dir) / "train.txt"))
+    return read_labels(path) if path.exists() else \
+        build_labels(read_examples(Path(data_dir) / "train.txt", multi_label=multi_label), multi_label)
 
 
 # ---------------------------------------------------------------------------
 # Id-mapped files
 # ---------------------------------------------------------------------------
 
-def write_ids(path: str | Path, ids: Iterable[Sequence[int]], targets: Iterable[int]) -> None:
-    """Write an id-mapped split file: `ids<TAB>label id` lines."""
+def format_target(target: int | Sequence[int]) -> str:
+    """An id file's label field: a label id, or a multi-label example's comma-joined ids."""
+    if isinstance(target, (int, np.integer)):
+        return str(int(target))
+    return LABEL_SEP.join(str(int(t)) for t in target)
+
+
+def write_ids(path: str | Path, ids: Iterable[Sequence[int]], targets: Iterable[int | Sequence[int]]) -> None:
+    """Write an id-mapped split file: `ids<TAB>label id` lines (multi-label: `ids<TAB>3,7`)."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for seq, target in zip(ids, targets):
-            f.write(" ".join(map(str, seq)) + "\t" + str(int(target)) + "\n")
+            f.write(" ".join(map(str, seq)) + "\t" + format_target(target) + "\n")
 
 
 class IdsData:
     """An id-mapped file in memory, its sequences stored flat (`tokens` int32, sequence i is
     `tokens[offsets[i]:offsets[i + 1]]`): compact enough for millions of sentences.
 
-    `labels`: gold label ids `[n]` (-1: none); `scores`: the teacher's `[n, K]` float32 logits
+    `labels`: gold label ids `[n]` (-1: none), or for multi-label data the gold label sets
+    as a `[n, K]` float32 0/1 matrix (a row of -1: none; `has_gold`); `scores`: the teacher's `[n, K]` float32 logits
     (transfer sets only); `sources`: each line's source (transfer sets only)."""
 
     def __init__(self, tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray,
@@ -323,6 +424,11 @@ class IdsData:
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    @property
+    def has_gold(self) -> np.ndarray:
+        """`[n]` bool: whether each line carries a gold label (set)."""
+        return self.labels[:, 0] >= 0 if self.labels.ndim == 2 else self.labels >= 0
 
     def seqs(self, indices: Iterable[int]) -> list[np.ndarray]:
         """The id sequences at `indices`."""
@@ -350,28 +456,43 @@ class _IdsBuilder:
     """Collects parsed lines into an IdsData: token ids in one growing int32 buffer (a few
     bytes a token, not an object a line, so millions of lines fit)."""
 
-    def __init__(self) -> None:
+    def __init__(self, num_labels: int, multi_label: bool = False) -> None:
+        self.num_labels, self.multi_label = num_labels, multi_label
         self.tokens = array("i")
         self.lengths = array("q")
         self.labels = array("q")
+        self.label_sets: list[list[int] | None] = []  # multi-label: each line's label ids (None: no gold)
         self.scores: list[list[float]] = []
         self.sources: list[str] = []
 
-    def add(self, seq: list[int], label: int, scores: list[float] | None = None, source: str | None = None) -> None:
+    def add(self, seq: list[int], label: int | list[int] | None, scores: list[float] | None = None,
+            source: str | None = None) -> None:
         self.tokens.extend(seq)
         self.lengths.append(len(seq))
-        self.labels.append(label)
+        if self.multi_label:
+            self.label_sets.append(label)  # type: ignore[arg-type]
+        else:
+            self.labels.append(label)  # type: ignore[arg-type]
         if scores is not None:
             self.scores.append(scores)
         if source is not None:
             self.sources.append(source)
 
-    def build(self, num_labels: int, soft: bool) -> IdsData:
+    def build(self, soft: bool) -> IdsData:
+        num_labels = self.num_labels
         offsets = np.zeros(len(self.lengths) + 1, dtype=np.int64)
         np.cumsum(np.frombuffer(self.lengths, dtype=np.int64), out=offsets[1:])
         scores = np.asarray(self.scores, dtype=np.float32).reshape(-1, num_labels) if soft else None
-        return IdsData(np.frombuffer(self.tokens, dtype=np.int32).copy(), offsets,
-                       np.frombuffer(self.labels, dtype=np.int64).copy(), scores,
+        if self.multi_label:
+            labels = np.zeros((len(self.label_sets), num_labels), dtype=np.float32)  # [n, K] 0/1
+            for row, ids in enumerate(self.label_sets):
+                if ids is None:
+                    labels[row] = -1.0
+                else:
+                    labels[row, ids] = 1.0
+        else:
+            labels = np.frombuffer(self.labels, dtype=np.int64).copy()  # [n]
+        return IdsData(np.frombuffer(self.tokens, dtype=np.int32).copy(), offsets, labels, scores,
                        np.asarray(self.sources) if soft else None)
 
 
@@ -391,16 +512,33 @@ def _parse_label_id(text: str, num_labels: int, path: Path, lineno: int) -> int:
     return int(text)
 
 
-def read_ids(path: str | Path, num_labels: int) -> IdsData:
-    """Read an id-mapped split file (`ids<TAB>label id`, -1 allowed for no label)."""
+def _parse_label_field(text: str, num_labels: int, multi_label: bool, path: Path, lineno: int
+                       ) -> int | list[int] | None:
+    """An id file's label field: a label id, or (multi-label) comma-joined distinct label ids,
+    None for `-1` (no gold)."""
+    if not multi_label:
+        return _parse_label_id(text, num_labels, path, lineno)
+    if text == "-1":
+        return None
+    parts = text.split(LABEL_SEP)
+    if not all(p.isdigit() and int(p) < num_labels for p in parts) or len(set(parts)) != len(parts):
+        raise UserError(f"{path}:{lineno}: expected distinct comma-joined label ids in 0..{num_labels - 1} (or -1: "
+                        f"none), got {text!r} (a single-label id file? rerun preprocess.py)")
+    return [int(p) for p in parts]
+
+
+def read_ids(path: str | Path, num_labels: int, multi_label: bool = False) -> IdsData:
+    """Read an id-mapped split file (`ids<TAB>label id`, -1 allowed for no label; multi-label:
+    comma-joined label ids)."""
     path = Path(path)
-    rows = _IdsBuilder()
+    rows = _IdsBuilder(num_labels, multi_label)
     for lineno, line in _read_lines(path, "an id-mapped file from preprocess.py ('ids<TAB>label id')"):
         fields = line.split("\t")
         if len(fields) != 2:
             raise UserError(f"{path}:{lineno}: expected 'ids<TAB>label id', found {len(fields) - 1} tabs")
-        rows.add(_parse_ids(fields[0], path, lineno), _parse_label_id(fields[1].strip(), num_labels, path, lineno))
-    return rows.build(num_labels, soft=False)
+        rows.add(_parse_ids(fields[0], path, lineno),
+                 _parse_label_field(fields[1].strip(), num_labels, multi_label, path, lineno))
+    return rows.build(soft=False)
 
 
 # ---------------------------------------------------------------------------
@@ -411,7 +549,7 @@ def read_ids(path: str | Path, num_labels: int) -> IdsData:
 # - source: `original` (a training sentence), `augmented` (made from one), `unlabeled` (the
 #   user's unlabeled text) or `file` (scored outside, `--teacher_logits`);
 # - gold: the label string of a training sentence (an `original`, or a `file` line whose
-#   sentence is in train.txt), empty otherwise;
+#   sentence is in train.txt; multi-label: its comma-joined label list), empty otherwise;
 # - s_k: the teacher's logit for label id k (label.txt order), written with `repr` (exact).
 # Its GloVe id file (`transfer.txt.ids`, preprocess.py) is `ids<TAB>source<TAB>gold id<TAB>s_0 ...`.
 
@@ -472,9 +610,10 @@ def read_transfer(path: str | Path, num_labels: int) -> Iterator[TransferRow]:
                                                                         scores), lineno)
 
 
-def transfer_ids_line(ids: Sequence[int], source: str, gold_id: int, scores: Iterable[float]) -> str:
-    """One line of a transfer set's id file, with its newline."""
-    return " ".join(map(str, ids)) + f"\t{source}\t{gold_id}\t{format_scores(scores)}\n"
+def transfer_ids_line(ids: Sequence[int], source: str, gold_id: int | Sequence[int], scores: Iterable[float]) -> str:
+    """One line of a transfer set's id file, with its newline (`gold_id`: -1, a label id, or
+    a multi-label line's label ids)."""
+    return " ".join(map(str, ids)) + f"\t{source}\t{format_target(gold_id)}\t{format_scores(scores)}\n"
 
 
 def count_transfer_ids(path: str | Path, sources: Sequence[str], limit: int) -> tuple[int, int]:
@@ -491,18 +630,20 @@ def count_transfer_ids(path: str | Path, sources: Sequence[str], limit: int) -> 
     return lines, gold
 
 
-def read_transfer_ids(path: str | Path, num_labels: int) -> IdsData:
-    """Read a transfer set's id file (`ids<TAB>source<TAB>gold id<TAB>logits`)."""
+def read_transfer_ids(path: str | Path, num_labels: int, multi_label: bool = False) -> IdsData:
+    """Read a transfer set's id file (`ids<TAB>source<TAB>gold id<TAB>logits`; multi-label:
+    the gold ids comma-joined)."""
     path = Path(path)
-    rows = _IdsBuilder()
+    rows = _IdsBuilder(num_labels, multi_label)
     for lineno, line in _read_lines(path, "a transfer id file from preprocess.py --distill"):
         fields = line.split("\t")
         if len(fields) != 4 or fields[1] not in TRANSFER_SOURCES:
             raise UserError(f"{path}:{lineno}: expected 'ids<TAB>source<TAB>gold id<TAB>logits' (rerun preprocess.py "
                             "--distill)")
-        rows.add(_parse_ids(fields[0], path, lineno), _parse_label_id(fields[2], num_labels, path, lineno),
+        rows.add(_parse_ids(fields[0], path, lineno),
+                 _parse_label_field(fields[2], num_labels, multi_label, path, lineno),
                  _parse_scores(fields[3].split(), num_labels, path, lineno, fields[3]), fields[1])
-    return rows.build(num_labels, soft=True)
+    return rows.build(soft=True)
 
 
 # ---------------------------------------------------------------------------
@@ -512,18 +653,21 @@ def read_transfer_ids(path: str | Path, num_labels: int) -> IdsData:
 # {"text": "...", "probs": {...}}, with a score for every label of the data (names mapped as a
 # teacher's are: `teacher_columns`). Probabilities p enter as the logits log(max(p, 1e-6)),
 # centred to sum to 0: softmax gives back p (to 1e-6), so KL and cross-entropy see p itself,
-# and MSE sees log-probability differences.
+# and MSE sees log-probability differences. Multi-label (`multi_label`): each label's probability
+# stands alone (they need not sum to 1) and enters as its logit log(p / (1 - p)), p clipped to
+# [1e-6, 1 - 1e-6], so a sigmoid gives back p.
 
 PROB_FLOOR = 1e-6
 
 
 def read_teacher_scores(path: str | Path, labels: Sequence[str], label_map: dict[str, str],
-                        pairs: bool | None = None) -> Iterator[tuple[int, str, list[float]]]:
+                        pairs: bool | None = None, multi_label: bool = False
+                        ) -> Iterator[tuple[int, str, list[float]]]:
     """Stream (line number, text, logits in `labels` order) from a teacher-scores JSONL file;
     a pair's record has `text_b` beside `text` (`pairs`: whether the data are pairs; None: as
     the first record).
     Refused, naming the file and line: not JSON, no text, a missing or unknown label, a
-    non-finite score, probabilities outside [0, 1] or not summing to 1 within 1e-3."""
+    non-finite score, probabilities outside [0, 1] or (single-label) not summing to 1 within 1e-3."""
     path = Path(path)
     columns_for: dict[tuple[str, ...], list[int]] = {}
     for lineno, line in _read_lines(path, "teacher scores, one JSON object a line"):
@@ -562,10 +706,15 @@ def read_teacher_scores(path: str | Path, labels: Sequence[str], label_map: dict
         values = [scores[n] for n in names]
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in values):
             raise UserError(f"{where}: every score must be a finite number, got {scores}")
-        if kind == "probs":
+        if kind == "probs" and multi_label:
+            if any(not 0.0 <= v <= 1.0 for v in values):
+                raise UserError(f"{where}: probabilities must lie in [0, 1], got {scores}")
+            clipped = [min(max(v, PROB_FLOOR), 1.0 - PROB_FLOOR) for v in values]
+            values = [math.log(p / (1.0 - p)) for p in clipped]
+        elif kind == "probs":
             if any(not 0.0 <= v <= 1.0 for v in values) or abs(sum(values) - 1.0) > 1e-3:
                 raise UserError(f"{where}: probabilities must lie in [0, 1] and sum to 1 (within 1e-3), got "
-                                f"{sum(values):.6g}")
+                                f"{sum(values):.6g} (label sets, each label's own probability: --multi_label)")
             logs = [math.log(max(v, PROB_FLOOR)) for v in values]
             values = [v - sum(logs) / len(logs) for v in logs]
         yield lineno, text.strip(), [float(values[c]) for c in columns_for[names]]

@@ -1,4 +1,5 @@
-"""Evaluate a teacher or student on `test.txt`: accuracy and per-example latency.
+"""Evaluate a teacher or student on `test.txt`: accuracy (multi-label: micro- and macro-F1, exact
+match, Jaccard and per-label precision, recall and F1) and per-example latency.
 
     python evaluate.py --config=configs/config-bert-mean.json --data_dir=data/sst2 --teacher=bert-checkpoint
     python evaluate.py --config=configs/config-glove-cnn.json --data_dir=data/sst2 --model_path=pytorch-model-cnn.pt
@@ -23,15 +24,17 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 import label
 from cli import add_teacher_flag, common_parser
 from config import Config, config_to_dict, load_config
-from dataset import AUGMENTED_FILE, check_pairs, data_labels, label_ids, read_examples
+from dataset import AUGMENTED_FILE, check_pairs, data_labels, label_ids, model_data_multi_label, read_examples
 from inference import Predictor, describe, pad_batch, predict_logits
-from metrics import ECE_BINS, calibration, macro_f1
+from metrics import ECE_BINS, calibration, macro_f1, multilabel_metrics
+from runtime import multilabel_decisions, sigmoid
 from teachers import parse_label_map, teacher_columns
 from util import (UserError, amp_dtype, exit_stage, library_versions, non_negative, positive, resolve_device,
                   run_main, set_seed, set_threads, write_json)
@@ -61,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enable_openvino", action="store_true", help="evaluate with OpenVINO on the CPU")
     p.add_argument("--onnx_path", help="with --enable_ort/--enable_openvino: the ONNX file (default: the export "
                                        "beside the model)")
+    p.add_argument("--multi_label", action="store_true",
+                   help="label sets (as preprocess.py recorded the data; need not be given again)")
     return p
 
 
@@ -80,13 +85,15 @@ def evaluate_test(args: argparse.Namespace, predictor: Predictor, device: torch.
     """Accuracy on the labeled file and per-example latency at `--batch_size`. The model's
     logit columns are put in the data's label order by name (a teacher's own order may differ)."""
     path = Path(args.data_dir) / args.test_filename
-    examples = read_examples(path)
+    multi = model_data_multi_label(Path(args.data_dir), args.multi_label, predictor.path, predictor.multi_label,
+                                   path)
+    examples = read_examples(path, multi_label=multi)
     check_pairs(predictor.path, predictor.pairs, path, examples[0].pair)
     sentences = [e.sentence for e in examples]
-    labels = data_labels(Path(args.data_dir))
-    columns = torch.tensor(teacher_columns(predictor.labels, labels, parse_label_map(args.label_map),
-                                           predictor.path))
-    gold = torch.tensor(label_ids(examples, labels, path))
+    labels = data_labels(Path(args.data_dir), multi)
+    order = teacher_columns(predictor.labels, labels, parse_label_map(args.label_map), predictor.path)
+    columns = torch.tensor(order)
+    gold_ids = label_ids(examples, labels, path, multi)
     ids = predictor.encode_batch(sentences)
     dtype = amp_dtype(args.amp, device)
     agreement = compare_with_pytorch(predictor, ids) if predictor.runtime != "pytorch" else {}
@@ -119,10 +126,20 @@ def evaluate_test(args: argparse.Namespace, predictor: Predictor, device: torch.
         rest = predict_logits(predictor.forward, ids[timed_n:], 64, predictor.pad_id, device, amp_dtype=dtype,
                               progress=False)
         logits[timed_n:] = rest[:, columns]
-    predicted = logits.argmax(-1)
-    correct, total = int((predicted == gold).sum()), len(gold)
     timed = f"ids padded to n_ctx={n_ctx} (the seed's method)" if args.pad_to_n_ctx else \
         "raw sentences, tokenization included"
+    timing = {"elapsed_ms": elapsed_ms, "ms_per_example": elapsed_ms / timed_n, "timed_sentences": timed_n,
+              "timed": timed, "batch_size": bs, "threads": torch.get_num_threads(), "device": str(device),
+              "amp": args.amp, **agreement}
+    if multi:
+        # the model's thresholds are in its own label order: put them in the data's, as the logits
+        thresholds = None if predictor.thresholds is None else [predictor.thresholds[c] for c in order]
+        scores = multilabel_scores(logits.numpy(), gold_ids, labels, thresholds)
+        log_timing(elapsed_ms, timed_n, timed, bs, device, predictor)
+        return {**scores, "total": len(examples), **timing, **describe(predictor)}
+    gold = torch.tensor(gold_ids)
+    predicted = logits.argmax(-1)
+    correct, total = int((predicted == gold).sum()), len(gold)
     logger.info("[Accuracy] : %.4f, %5d/%5d", correct / total, correct, total)
     extra = calibration(logits.numpy(), gold.numpy(), predictor.temperature)
     logger.info("[Calibration] temperature %.3f (stored with the model; 1: none): NLL %.4f -> %.4f, ECE (%d bins) "
@@ -131,15 +148,38 @@ def evaluate_test(args: argparse.Namespace, predictor: Predictor, device: torch.
     if len(labels) > 2:
         extra["macro_f1"] = macro_f1(predicted.numpy(), gold.numpy(), len(labels))
         logger.info("[Macro-F1] : %.4f", extra["macro_f1"])
+    log_timing(elapsed_ms, timed_n, timed, bs, device, predictor)
+    return {"accuracy": correct / total, "correct": correct, "total": total, **extra, **timing,
+            "predictions": predicted.tolist(),
+            **describe(predictor)}
+
+
+def log_timing(elapsed_ms: float, timed_n: int, timed: str, bs: int, device: torch.device,
+               predictor: Predictor) -> None:
     logger.info("[Elapsed Time] : %sms, %sms on average over %d timed sentences", elapsed_ms, elapsed_ms / timed_n,
                 timed_n)
     logger.info("[Timed] %s; batch %d, %d thread(s), %s, %s", timed, bs, torch.get_num_threads(), device,
                 predictor.runtime)
-    return {"accuracy": correct / total, "correct": correct, "total": total, **extra, "elapsed_ms": elapsed_ms,
-            "ms_per_example": elapsed_ms / timed_n, "timed_sentences": timed_n, "timed": timed, "batch_size": bs,
-            "threads": torch.get_num_threads(), "device": str(device), "amp": args.amp, **agreement,
-            "predictions": predicted.tolist(),
-            **describe(predictor)}
+
+
+def multilabel_scores(logits: np.ndarray, gold_ids: list[list[int]], labels: list[str],
+                      thresholds: list[float] | None) -> dict:
+    """A multi-label model's test scores: its label sets (`runtime.multilabel_decisions` at its
+    thresholds, columns in the data's label order) against the gold sets; micro- and macro-F1
+    (the headline), exact match, Jaccard, and per label precision, recall and F1, logged."""
+    gold = np.zeros(logits.shape, dtype=bool)  # [n, K]
+    for row, ids in enumerate(gold_ids):
+        gold[row, ids] = True
+    predicted = multilabel_decisions(sigmoid(logits), thresholds)  # [n, K]
+    scores = multilabel_metrics(predicted, gold, labels)
+    logger.info("[Multi-label] micro-F1 %.4f, macro-F1 %.4f, exact match %.4f, Jaccard %.4f (%s)",
+                scores["micro_f1"], scores["macro_f1"], scores["exact_match"], scores["jaccard"],
+                "thresholds chosen on valid" if thresholds is not None else "threshold 0.5")
+    for label, s in scores["per_label"].items():
+        logger.info("[Label] %-16s precision %.4f, recall %.4f, F1 %.4f, support %d", label, s["precision"],
+                    s["recall"], s["f1"], s["support"])
+    return {**scores, "thresholds": thresholds,
+            "predictions": [[labels[k] for k in np.flatnonzero(row)] for row in predicted]}
 
 
 def compare_with_pytorch(predictor: Predictor, ids: list[list[int]]) -> dict:
@@ -166,14 +206,16 @@ def seed_label_argv(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     config = load_config(args.config)
     if not config.is_transformer:
         raise UserError("--augmented labels with a teacher: pass a transformer config and --teacher")
-    own = sorted(k for k, v in vars(args).items() if k not in (*LABEL_FLAGS, "config", "teacher", "augmented")
+    own = sorted(k for k, v in vars(args).items() if k not in (*LABEL_FLAGS, "config", "teacher", "augmented",
+                                                                 "multi_label")
                  and v != parser.get_default(k))
     if own:
         raise UserError(f"--{own[0]} is for test evaluation, not the seed's --augmented labeling (label.py has the "
                         "labeling options)")
     pred = Path(args.data_dir) / f"{AUGMENTED_FILE}.pred"
     argv = [f"--teacher={args.teacher}", f"--augmentations={AUGMENTED_FILE}", f"--output={pred}"]
-    return argv + [f"--{k}={getattr(args, k)}" for k in LABEL_FLAGS if getattr(args, k) is not None]
+    return argv + [f"--{k}={getattr(args, k)}" for k in LABEL_FLAGS if getattr(args, k) is not None] + \
+        (["--multi_label"] if args.multi_label else [])
 
 
 def results_path(args: argparse.Namespace, predictor: Predictor) -> Path:

@@ -94,12 +94,14 @@ class Predictor:
 
     def __init__(self, model: nn.Module, config: Config, labels: list[str], ids: WordIds | SubwordIds, path: str,
                  vocab: list[str] | None = None, device: torch.device | str = "cpu", temperature: float = 1.0,
-                 pairs: bool | None = False):
+                 pairs: bool | None = False, multi_label: bool = False, thresholds: list[float] | None = None):
         self.model, self.config, self.labels, self.ids, self.path = model, config, labels, ids, path
         # True: takes sentence pairs ('a<TAB>b' texts); False: single sentences; None: either
         # (someone's classifier, whose tokenizer takes both)
         self.pairs = ids.pairs if isinstance(ids, WordIds) else pairs
         self.temperature = temperature  # fitted on valid when trained here (metrics.fit_temperature)
+        # label sets: a sigmoid per label, decided at `thresholds` (chosen on valid; None: 0.5 each)
+        self.multi_label, self.thresholds = multi_label, thresholds
         self.pad_id = ids.pad_id if isinstance(ids, SubwordIds) else config.pad_token_id
         self.vocab = vocab  # students only
         self.device = torch.device(device)
@@ -114,7 +116,8 @@ class Predictor:
         if Path(path).is_file():
             student = load_student(path, device)
             return cls.for_student(student.model, student.vocab, student.labels, str(path), device,
-                                   float(student.state.get("temperature", 1.0)))
+                                   float(student.state.get("temperature", 1.0)), student.multi_label,
+                                   student.thresholds)
         if not is_teacher(path):
             raise UserError(f"{path}: a Hugging Face encoder, not a fine-tuned classifier: fine-tune it first "
                             "(train.py) or give a *ForSequenceClassification model")
@@ -124,13 +127,16 @@ class Predictor:
         pad_id = teacher.tokenizer.pad_token_id if teacher.tokenizer.pad_token_id is not None else 0
         ids = SubwordIds(teacher.tokenizer.backend_tokenizer, teacher.lowercase, teacher.config.n_ctx, pad_id)
         return cls(teacher.model, teacher.config, teacher.labels, ids, str(path), device=device,
-                   temperature=teacher.temperature, pairs=teacher.pairs)
+                   temperature=teacher.temperature, pairs=teacher.pairs, multi_label=teacher.multi_label,
+                   thresholds=teacher.thresholds)
 
     @classmethod
     def for_student(cls, model: GloveStudent | SiameseStudent, vocab: list[str], labels: list[str], path: str,
-                    device: torch.device | str = "cpu", temperature: float = 1.0) -> "Predictor":
+                    device: torch.device | str = "cpu", temperature: float = 1.0, multi_label: bool = False,
+                    thresholds: list[float] | None = None) -> "Predictor":
         """A student with the word tokenization its config stores."""
-        return cls(model, model.config, labels, model.config.word_ids(vocab), path, vocab, device, temperature)
+        return cls(model, model.config, labels, model.config.word_ids(vocab), path, vocab, device, temperature,
+                   multi_label=multi_label, thresholds=thresholds)
 
     @property
     def is_teacher(self) -> bool:
@@ -154,8 +160,10 @@ class Predictor:
                               self.device, progress=progress)
 
     def predict(self, sentences: Sequence[str], batch_size: int = 64) -> list[Prediction]:
-        """The label and (calibrated) label probabilities of each sentence."""
-        return predictions(self.logits(sentences, batch_size).numpy(), self.labels, self.temperature)
+        """The label (multi-label: the comma-joined label set) and (calibrated) label
+        probabilities of each sentence (`runtime.predictions`)."""
+        return predictions(self.logits(sentences, batch_size).numpy(), self.labels, self.temperature,
+                           self.multi_label, self.thresholds)
 
     # -- ONNX and other runtimes ---------------------------------------------------
     def onnx_path(self, quantized: bool = False) -> Path:
@@ -211,6 +219,7 @@ class Predictor:
         meta: dict[str, Any] = {"format": BUNDLE_FORMAT, "labels": self.labels, "lowercase": self.lowercase,
                                 "n_ctx": c.n_ctx, "pad_id": self.pad_id, "source": self.path,
                                 "temperature": self.temperature, "pairs": self.pairs,
+                                "multi_label": self.multi_label, "thresholds": self.thresholds,
                                 "config": config_to_dict(c)}
         backends = ["onnxruntime"]
         if isinstance(self.ids, SubwordIds):

@@ -14,7 +14,9 @@ The teacher scores `train.txt` (source `original`, gold labels kept), `augmented
 `evaluate.py --augmented` runs it too. Lines the students would see as a duplicate or as a
 sentence of valid.txt or test.txt are dropped and counted (labeling.py). A teacher's logits
 are put in the data's label order by name (`--label_map` when the names differ). Labeling is
-resumable (run the same command again) and shards over torchrun ranks. Writes
+resumable (run the same command again) and shards over torchrun ranks. Multi-label data
+(`--multi_label`, or as preprocess.py recorded them, or a teacher whose `problem_type` is
+`multi_label_classification`) keep their comma-joined gold label lists. Writes
 `<output>.results.json` beside the output.
 """
 from __future__ import annotations
@@ -25,7 +27,8 @@ from pathlib import Path
 
 from cli import add_teacher_flag, common_parser
 from config import LABEL_RUNTIMES, load_config
-from dataset import AUGMENTED_FILE, TRANSFER_FILE, check_pairs, data_labels, is_pair_data, read_examples
+from dataset import (AUGMENTED_FILE, TRANSFER_FILE, check_pairs, data_labels, data_multi_label, is_pair_data,
+                     model_data_multi_label, read_examples)
 from runtime import WordTokenizer
 from teachers import parse_label_map, teacher_columns
 from util import (DistContext, UserError, amp_dtype, exit_stage, init_distributed, library_versions, positive,
@@ -59,9 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime_sample", type=positive(int), default=2000,
                    help="--runtime: sentences of the training set the runtimes are timed and compared on")
     p.add_argument("--min_agreement", type=float, default=0.995, help="--runtime auto: the agreement required")
+    p.add_argument("--multi_label", action="store_true",
+                   help="label sets ('sentence<TAB>a,b'); implied by data preprocessed so, or by a teacher whose "
+                        "problem_type is multi_label_classification")
     p.add_argument("--rescore_margin", type=float, default=0.0,
                    help="with an ONNX Runtime teacher: score again in fp32 PyTorch the sentences whose top two "
-                        "logits lie closer than this (0: none)")
+                        "logits (multi-label: a logit and 0) lie closer than this (0: none)")
     return p
 
 
@@ -96,29 +102,35 @@ def run(args: argparse.Namespace, dist_ctx: DistContext) -> int:
     for split in ("train", "valid", "test"):
         if not (data_dir / f"{split}.txt").is_file():
             raise UserError(f"{data_dir / f'{split}.txt'}: not found (label.py reads the data set's splits)")
-    labels = data_labels(data_dir)
+    multi = data_multi_label(data_dir, args.multi_label)
     label_map = parse_label_map(args.label_map)
     output = Path(args.output) if args.output else data_dir / TRANSFER_FILE
     plan = TransferPlan(held_out=[data_dir / "valid.txt", data_dir / "test.txt"],
                         word_tokenizer=word_tokenizer(args.student_config), pairs=is_pair_data(data_dir / "train.txt"))
     scorer, extra, trials = None, {}, None
+    predictor = None
+    if args.teacher:
+        from inference import Predictor
+
+        device = resolve_device(args.device, dist_ctx.local_rank)
+        set_threads(args.num_threads)
+        predictor = Predictor.load(args.teacher, device)
+        multi = model_data_multi_label(data_dir, args.multi_label, f"the teacher {args.teacher}",
+                                       predictor.multi_label, data_dir / "train.txt")
+    plan.multi_label = multi
+    labels = data_labels(data_dir, multi)
     if args.teacher_logits:
         plan.teacher_scores, plan.gold_for_scores = Path(args.teacher_logits), data_dir / "train.txt"
         logger.info("[Scores] from %s: no teacher runs, so no augmented sentence can be scored; the students learn "
                     "from the file's sentences (those of train.txt keep their gold label). To augment, bring the "
                     "teacher itself (--teacher, TEACHER=)", args.teacher_logits)
     else:
-        from inference import Predictor
-
         plan.train = data_dir / "train.txt"
         plan.augmented = data_dir / args.augmentations if args.augmentations else None
         plan.unlabeled = Path(args.unlabeled) if args.unlabeled else None
         for path in (plan.augmented, plan.unlabeled):
             if path is not None and not path.is_file():
                 raise UserError(f"{path}: not found")
-        device = resolve_device(args.device, dist_ctx.local_rank)
-        set_threads(args.num_threads)
-        predictor = Predictor.load(args.teacher, device)
         check_pairs(f"the teacher {args.teacher}", predictor.pairs, data_dir / "train.txt", plan.pairs)
         columns = teacher_columns(predictor.labels, labels, label_map, str(args.teacher))
         if args.runtime != "pytorch":

@@ -67,6 +67,7 @@ class TransferPlan:
     gold_for_scores: Path | None = None
     held_out: list[Path] = field(default_factory=list)  # valid/test files no line may equal
     pairs: bool = False  # sentence pairs (two columns of unlabeled text, `text_b` in scores)
+    multi_label: bool = False  # label lists in the labeled files; scores files' probabilities per label
     word_tokenizer: WordTokenizer = field(default_factory=WordTokenizer)  # the students'
 
     def inputs(self) -> list[Path]:
@@ -93,7 +94,8 @@ def transfer_items(plan: TransferPlan, labels: list[str], label_map: dict[str, s
         return int.from_bytes(hashlib.blake2b(plan.word_tokenizer.key(sentence).encode(), digest_size=8).digest(),
                               "little")
 
-    held_out = {key(e.sentence) for path in plan.held_out for e in read_examples(path)}
+    multi = plan.multi_label
+    held_out = {key(e.sentence) for path in plan.held_out for e in read_examples(path, multi_label=multi)}
     seen: set[int] = set()
 
     def keep(item: Item) -> bool:
@@ -113,13 +115,14 @@ def transfer_items(plan: TransferPlan, labels: list[str], label_map: dict[str, s
 
     def stream() -> Iterator[Item]:
         if plan.teacher_scores:
-            gold = {key(e.sentence): e.label for e in read_examples(plan.gold_for_scores)} if plan.gold_for_scores \
-                else {}
-            for _, text, scores in read_teacher_scores(plan.teacher_scores, labels, label_map, plan.pairs):
+            gold = {key(e.sentence): e.label for e in read_examples(plan.gold_for_scores, multi_label=multi)} \
+                if plan.gold_for_scores else {}
+            for _, text, scores in read_teacher_scores(plan.teacher_scores, labels, label_map, plan.pairs, multi):
                 yield Item(text, "file", gold.get(key(text)), scores)
             return
         if plan.train:
-            yield from (Item(e.sentence, "original", e.label) for e in read_examples(plan.train))
+            # a multi-label gold is the canonical comma-joined list (read_examples)
+            yield from (Item(e.sentence, "original", e.label) for e in read_examples(plan.train, multi_label=multi))
         if plan.augmented:
             yield from (Item(e.sentence, "augmented", None) for e in read_examples(plan.augmented, plan.pairs))
         if plan.unlabeled:
@@ -150,8 +153,9 @@ class TeacherScorer:
                  dist_ctx: DistContext, rescore_margin: float = 0.0):
         self.predictor, self.columns, self.batch_size, self.amp, self.dist = (predictor, columns, batch_size, amp,
                                                                              dist_ctx)
-        # with a runtime other than PyTorch: sentences whose top two logits lie closer than this
-        # are scored again by the fp32 PyTorch model (the near-ties are where int8 flips labels)
+        # with a runtime other than PyTorch: sentences whose top two logits lie closer than this (a
+        # multi-label teacher: with a logit closer than this to 0) are scored again by the fp32
+        # PyTorch model (the near-ties are where int8 flips labels)
         self.rescore_margin = rescore_margin if predictor.runtime != "pytorch" else 0.0
         self.pieces = self.scored = self.rescored = 0  # by this rank (for the log)
 
@@ -166,8 +170,11 @@ class TeacherScorer:
                                    self.amp, progress=False).numpy() if mine else
                 np.zeros((0, len(self.columns)), dtype=np.float32))  # [len(indices), K]
         if self.rescore_margin and len(rows):
-            top2 = np.sort(rows, axis=1)[:, -2:]  # [n, 2]
-            close = np.flatnonzero(top2[:, 1] - top2[:, 0] < self.rescore_margin)
+            if self.predictor.multi_label:  # a label's decision flips where its logit crosses 0
+                close = np.flatnonzero(np.abs(rows).min(axis=1) < self.rescore_margin)
+            else:
+                top2 = np.sort(rows, axis=1)[:, -2:]  # [n, 2]
+                close = np.flatnonzero(top2[:, 1] - top2[:, 0] < self.rescore_margin)
             if len(close):
                 picked = [int(indices[i]) for i in close]
                 again = length_sorted_batches([len(ids[i]) for i in picked], self.batch_size)
@@ -189,11 +196,19 @@ class TeacherScorer:
         return out[:, self.columns]  # [n, K] in the data's label order
 
 
+def decision_agreement(logits: torch.Tensor, reference: torch.Tensor, multi_label: bool) -> float:
+    """The share of sentences whose decision two `[n, K]` logit matrices agree on: the argmax,
+    or for a multi-label teacher every label's side of 0 (sigmoid 0.5)."""
+    if multi_label:
+        return float(((logits >= 0) == (reference >= 0)).all(dim=1).float().mean())
+    return float((logits.argmax(1) == reference.argmax(1)).float().mean())
+
+
 def choose_runtime(predictor: Predictor, sentences: list[str], batch_size: int, num_threads: int,
                    min_agreement: float, choosable: tuple[str, ...] = LABEL_RUNTIMES[1:]) -> list[dict]:
     """Score `sentences` (a sample of the transfer set) with fp32 PyTorch (the reference) and
     each `choosable` ONNX Runtime variant on the CPU, and switch `predictor` to the fastest
-    choosable one whose argmax agrees with the reference on at least `min_agreement` of
+    choosable one whose decisions (`decision_agreement`) agree with the reference on at least `min_agreement` of
     them. Returns the trials (runtime, sentences/s, agreement, chosen)."""
     import tempfile
 
@@ -217,13 +232,13 @@ def choose_runtime(predictor: Predictor, sentences: list[str], batch_size: int, 
             sessions[runtime] = session_forward(OrtSession(path, num_threads))  # the model is read into memory
             logits, rate = trial(sessions[runtime])
             trials.append({"runtime": runtime, "sentences_per_s": rate,
-                           "agreement": float((logits.argmax(1) == reference.argmax(1)).float().mean()),
+                           "agreement": decision_agreement(logits, reference, predictor.multi_label),
                            "max_abs_logit_diff": float((logits - reference).abs().max())})
     passing = [t for t in trials if t["runtime"] in choosable and t["agreement"] >= min_agreement]
     best = max(passing, key=lambda t: t["sentences_per_s"])
     for t in trials:
         t["chosen"] = t is best
-        logger.info("[Runtime] %-16s %6.0f sentences/s, argmax agreement with fp32 PyTorch %.2f%% (max |logit "
+        logger.info("[Runtime] %-16s %6.0f sentences/s, decision agreement with fp32 PyTorch %.2f%% (max |logit "
                     "difference| %.3g)%s", t["runtime"], t["sentences_per_s"], 100 * t["agreement"],
                     t["max_abs_logit_diff"], " <- chosen: the fastest at or above the "
                     f"{100 * min_agreement:.1f}% agreement" if t is best else "")

@@ -1,4 +1,5 @@
-"""Scores of a classifier's outputs, in numpy (no torch): macro-F1, and how well its
+"""Scores of a classifier's outputs, in numpy (no torch): macro-F1, the multi-label scores and
+thresholds (micro- and macro-F1, exact match, Jaccard; `choose_thresholds`), and how well its
 probabilities are calibrated: the negative log-likelihood (NLL), the expected calibration
 error (ECE), and the one temperature T that calibrates them (temperature scaling, Guo et al.
 2017: probabilities softmax(logits / T), T fitted on valid by minimising the NLL; the argmax,
@@ -81,3 +82,67 @@ def macro_f1(predicted: np.ndarray, gold: np.ndarray, num_labels: int) -> float:
         fn = int(((predicted != k) & (gold == k)).sum())
         scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
     return sum(scores) / num_labels
+
+
+# ---------------------------------------------------------------------------
+# Multi-label: K yes/no decisions per example
+# ---------------------------------------------------------------------------
+
+MIN_POSITIVES = 20  # a label with fewer positives in valid gets the global threshold (too few to fit its own)
+THRESHOLD_GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)  # [99] the thresholds tried: 0.01 .. 0.99
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """F1 = 2tp / (2tp + fp + fn), 0 where nothing was predicted nor present."""
+    denominator = 2 * tp + fp + fn
+    return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+
+
+def multilabel_metrics(predicted: np.ndarray, gold: np.ndarray, labels: list[str]) -> dict:
+    """Scores of `[n, K]` predicted label sets against the gold sets (both 0/1 or bool):
+    micro-F1 (the counts pooled over labels), macro-F1 (the mean of the K labels' F1, a label
+    never predicted nor present counting 0), exact match (the share of examples whose set is
+    exactly right: subset accuracy), the Jaccard index (|pred & gold| / |pred | gold| per
+    example, averaged; 1 where both are empty), and per label precision, recall, F1 and support."""
+    pred, true = np.asarray(predicted).astype(bool), np.asarray(gold).astype(bool)  # [n, K]
+    tp = (pred & true).sum(axis=0).astype(np.float64)  # [K]
+    fp = (pred & ~true).sum(axis=0).astype(np.float64)
+    fn = (~pred & true).sum(axis=0).astype(np.float64)
+    f1 = _f1(tp, fp, fn)  # [K]
+    union = (pred | true).sum(axis=1)  # [n]
+    jaccard = np.where(union > 0, (pred & true).sum(axis=1) / np.maximum(union, 1), 1.0)
+    per_label = {
+        label: {"precision": float(tp[k] / (tp[k] + fp[k])) if tp[k] + fp[k] else 0.0,
+                "recall": float(tp[k] / (tp[k] + fn[k])) if tp[k] + fn[k] else 0.0,
+                "f1": float(f1[k]), "support": int(tp[k] + fn[k])}
+        for k, label in enumerate(labels)}
+    return {"micro_f1": float(_f1(tp.sum(), fp.sum(), fn.sum())), "macro_f1": float(f1.mean()),
+            "exact_match": float((pred == true).all(axis=1).mean()), "jaccard": float(jaccard.mean()),
+            "per_label": per_label}
+
+
+def choose_thresholds(probs: np.ndarray, gold: np.ndarray, min_positives: int = MIN_POSITIVES
+                      ) -> tuple[list[float], float]:
+    """Decision thresholds for `[n, K]` sigmoid probabilities, chosen on valid (`gold` `[n, K]`
+    0/1): for each label with at least `min_positives` positives, the grid threshold that
+    maximises that label's F1; for the others, the one global threshold that maximises
+    micro-F1 over all labels. Ties go to the middle of the tying run. Returns (the K thresholds, the
+    global one)."""
+    probs, true = np.asarray(probs, dtype=np.float64), np.asarray(gold).astype(bool)  # [n, K]
+    grid = THRESHOLD_GRID  # [G]
+    pred = probs[None, :, :] >= grid[:, None, None]  # [G, n, K]
+    tp = (pred & true[None]).sum(axis=1).astype(np.float64)  # [G, K]
+    fp = (pred & ~true[None]).sum(axis=1).astype(np.float64)
+    fn = true.sum(axis=0)[None, :] - tp
+    best_global = _middle_best(grid, _f1(tp.sum(axis=1), fp.sum(axis=1), fn.sum(axis=1)))
+    per_label = [_middle_best(grid, column) for column in _f1(tp, fp, fn).T]  # K thresholds
+    enough = true.sum(axis=0) >= min_positives  # [K]
+    return [t if ok else best_global for t, ok in zip(per_label, enough)], best_global
+
+
+def _middle_best(grid: np.ndarray, scores: np.ndarray) -> float:
+    """The grid value at the middle of those with the best score (`[G]` each): ties are
+    usually a run of thresholds between two examples' probabilities, and its middle keeps
+    the widest margin to both."""
+    best = np.flatnonzero(scores == scores.max())
+    return float(grid[best[len(best) // 2]])

@@ -555,9 +555,15 @@ def distillation_loss(
     - `KLDivLoss`: T^2 * KL(softmax(t/T) || softmax(s/T)), summed over classes
       (Hinton et al. 2015; the T^2 keeps gradient sizes comparable across T).
     - `CrossEntropyLoss`: T^2 * -sum_k softmax(t/T)_k log softmax(s/T)_k, soft targets.
+    - `BCEWithLogitsLoss` (multi-label: K independent yes/no labels): T^2 * the mean over batch
+      and labels of the binary cross-entropy of sigmoid(s/T) against the teacher's
+      probabilities sigmoid(t/T), soft targets.
     """
     if criterion == "MSELoss":
         return F.mse_loss(student_logits, teacher_logits)
+    if criterion == "BCEWithLogitsLoss":
+        q = torch.sigmoid(teacher_logits / temperature)  # [B, K]
+        return F.binary_cross_entropy_with_logits(student_logits / temperature, q) * temperature**2
     log_p = F.log_softmax(student_logits / temperature, dim=-1)
     q = F.softmax(teacher_logits / temperature, dim=-1)
     if criterion == "KLDivLoss":

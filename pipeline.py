@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from config import Recipe
+from config import Recipe, default_criterion
 from dataset import AUGMENTED_FILE, TRANSFER_FILE
 from util import UserError, file_digest, write_json
 
@@ -120,9 +120,10 @@ def teacher_steps(recipe: Recipe, data: Path, backbone: str, teacher: Path, lowe
     """Ids for the backbone's tokenizer and the teacher's fine-tuning (the recipe's head)."""
     cfg, t = recipe.teacher.config, recipe.teacher
     lower = ["--bert_do_lower_case"] if lowercase else []
+    multi = ["--multi_label"] if recipe.multi_label else []
     return [
         Step("preprocess teacher", ["preprocess.py", f"--config={cfg}", f"--data_dir={data}",
-                                    f"--bert_model_name_or_path={backbone}", *lower],
+                                    f"--bert_model_name_or_path={backbone}", *lower, *multi],
              [Path(cfg), *local_files(backbone), *[data / f"{s}.txt" for s in SPLITS]],
              [data / f"{s}.txt.fs" for s in SPLITS]),
         Step("train teacher", ["train.py", f"--config={cfg}", f"--data_dir={data}",
@@ -168,7 +169,8 @@ def label_step(recipe: Recipe, data: Path, student_config: str, teacher: str | N
     """The transfer set, `transfer.txt`: the teacher's scores for the training sentences, the
     augmented ones and the unlabeled text, or the scores of a file (label.py)."""
     mapping = [f"--label_map={label_map}"] if label_map else []
-    common = [f"--data_dir={data}", f"--student_config={student_config}", *mapping]
+    common = [f"--data_dir={data}", f"--student_config={student_config}", *mapping,
+              *(["--multi_label"] if recipe.multi_label else [])]
     splits = [data / f"{s}.txt" for s in SPLITS]
     if teacher_logits:
         return Step("label (scores from a file)", ["label.py", f"--teacher_logits={teacher_logits}", *common],
@@ -183,10 +185,13 @@ def label_step(recipe: Recipe, data: Path, student_config: str, teacher: str | N
                 inputs, [data / TRANSFER_FILE])
 
 
-def student_data_step(data: Path, config: str, embedding_path: str, tag: str = "") -> Step:
-    """The GloVe vocabulary over every file, and the students' id files."""
+def student_data_step(data: Path, config: str, embedding_path: str, tag: str = "", multi_label: bool = False
+                      ) -> Step:
+    """The GloVe vocabulary over every file, and the students' id files (`multi_label`: label
+    sets, recorded in label.json for the later stages)."""
     return Step(f"preprocess students{tag}", ["preprocess.py", f"--config={config}", f"--data_dir={data}",
-                                              f"--embedding_path={embedding_path}", "--distill"],
+                                              f"--embedding_path={embedding_path}", "--distill",
+                                              *(["--multi_label"] if multi_label else [])],
                 [Path(config), Path(embedding_path), data / TRANSFER_FILE, *[data / f"{s}.txt" for s in SPLITS]],
                 [data / f"{TRANSFER_FILE}.ids", *[data / f"{s}.txt.ids" for s in SPLITS], data / "vocab.txt"])
 
@@ -205,7 +210,8 @@ def student_steps(recipe: Recipe, name: str, kind: str, data: Path, checkpoint: 
     the seed's way)."""
     s, cfg = recipe.students[name], recipe.student_config(name)
     distill = kind != "gold"
-    own = [f"--criterion={s.criterion}"] + ([f"--temperature={s.temperature}"] if s.criterion != "MSELoss" else [])
+    criterion = default_criterion(s.criterion, recipe.multi_label)  # null: the default for the data's kind
+    own = [f"--criterion={criterion}"] + ([f"--temperature={s.temperature}"] if criterion != "MSELoss" else [])
     # the gold-label weight: the recipe's, or chosen on valid for a small transfer set
     alpha = [f"--alpha={s.alpha:g}"] if s.alpha is not None else ["--alpha=auto",
                                                                   f"--gold_mix_below={recipe.gold_mix_below}"]

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --bundle: a teacher bundle that answers the sentences the student is unsure of")
     p.add_argument("--defer_below", type=float,
                    help="with --cascade_teacher: defer a sentence whose top student probability is below this "
-                        "(0 to 1)")
+                        "(0 to 1; multi-label: whose least sure label, min max(p, 1 - p), is)")
     p.add_argument("--export_onnx", action="store_true",
                    help="write the model as ONNX (dynamic batch and length) beside it: <model>.onnx, or model.onnx "
                         "in a teacher's directory (and label --input only if given)")

@@ -7,7 +7,9 @@ or a GloVe vocabulary (`.ids`).
     python preprocess.py --config=configs/config-glove-cnn.json --data_dir=data/sst2 --distill
         # ... and the transfer set from label.py (transfer.txt; the seed's --augmented: augmented.txt)
 
-Writes `label.txt` (sorted labels), and for GloVe `vocab.txt` + `embedding.npy`. The GloVe
+Writes `label.txt` (sorted labels) and `label.json` (whether the data are multi-label:
+`--multi_label`, `sentence<TAB>label1,label2,...`, which later stages read instead of being
+told again), and for GloVe `vocab.txt` + `embedding.npy`. The GloVe
 vocabulary is rebuilt from every file converted in the same run, so all `.ids` files
 always share one vocabulary; they hold word ids (a bag of n-grams adds its n-grams as it
 reads them). Words are split by the config's `tokenizer`. For a teacher,
@@ -25,7 +27,9 @@ from pathlib import Path
 from cli import common_parser, transfer_file
 from config import Config, config_to_dict, load_config
 from dataset import (
+    LABEL_RECORD,
     build_labels,
+    check_label_list,
     build_vocab,
     count_tokens,
     label_ids,
@@ -34,6 +38,8 @@ from dataset import (
     read_transfer,
     transfer_ids_line,
     write_ids,
+    recorded_multi_label,
+    write_label_record,
     write_labels,
     write_vocab,
 )
@@ -49,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 parents=[common_parser(runtime=False, encoder=True, distill=True)])
     p.add_argument("--embedding_path", help="GloVe text file (default embeddings/glove.6B.<token_emb_dim>d.txt)")
+    p.add_argument("--multi_label", action="store_true",
+                   help="label fields are comma-separated label lists (recorded in label.json for later stages)")
     return p
 
 
@@ -80,13 +88,15 @@ def preprocess_transformer(args: argparse.Namespace, config: Config, data_dir: P
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encode = SubwordIds(tokenizer.backend_tokenizer, args.bert_do_lower_case, config.n_ctx, pad_id).encode_batch
     written = {}
-    splits = read_splits(data_dir)
-    labels = build_labels(splits["train"])
+    multi = args.multi_label
+    splits = read_splits(data_dir, multi_label=multi)
+    labels = build_labels(splits["train"], multi)
+    targets = {s: label_ids(ex, labels, data_dir / f"{s}.txt", multi) for s, ex in splits.items()}
     write_labels(data_dir / "label.txt", labels)
+    write_label_record(data_dir, multi)
     for split, examples in splits.items():
-        targets = label_ids(examples, labels, data_dir / f"{split}.txt")
         ids = encode([e.sentence for e in examples])
-        write_ids(data_dir / f"{split}.txt.fs", ids, targets)
+        write_ids(data_dir / f"{split}.txt.fs", ids, targets[split])
         written[f"{split}.txt.fs"] = len(ids)
     return {"tokenizer": str(args.bert_model_name_or_path), "lowercase": args.bert_do_lower_case,
             "mask_token": tokenizer.mask_token, "pairs": splits["train"][0].pair, "written": written}
@@ -96,15 +106,19 @@ def preprocess_glove(args: argparse.Namespace, config: Config, data_dir: Path) -
     """Build the GloVe vocabulary over the splits and the transfer set, and write `.ids` files.
     The transfer set is read as a stream, twice (words, then ids), so it may be large."""
     embedding_path = Path(args.embedding_path or f"embeddings/glove.6B.{config.token_emb_dim}d.txt")
-    splits = read_splits(data_dir)
-    labels = build_labels(splits["train"])
-    targets = {s: label_ids(ex, labels, data_dir / f"{s}.txt") for s, ex in splits.items()}
+    multi = args.multi_label
+    splits = read_splits(data_dir, multi_label=multi)
+    labels = build_labels(splits["train"], multi)
+    targets = {s: label_ids(ex, labels, data_dir / f"{s}.txt", multi) for s, ex in splits.items()}
     tokenize = WordTokenizer(config.tokenizer, config.lowercase)
     counts = count_tokens(tokenize(e.sentence) for ex in splits.values() for e in ex)
     name = transfer_file(args)
     transfer = data_dir / name if name else None
     if transfer is not None:
-        count_tokens((tokenize(row.sentence) for row in read_transfer(transfer, len(labels))), counts)
+        # read through once before anything is written: a bad gold label list is refused here
+        for row in read_transfer(transfer, len(labels)):
+            count_tokens([tokenize(row.sentence)], counts)
+            gold_ids(row.gold, labels, multi, f"{transfer}:{row.lineno}")
     start = time.time()
     glove = read_glove(embedding_path, set(counts), config.token_emb_dim)
     pairs = splits["train"][0].pair
@@ -114,6 +128,7 @@ def preprocess_glove(args: argparse.Namespace, config: Config, data_dir: Path) -
                 len(vocab), len(vocab) - 2 - pairs, len(counts), embedding_path, time.time() - start,
                 "; sentence pairs: <sep> between the sides" if pairs else "")
     write_labels(data_dir / "label.txt", labels)
+    write_label_record(data_dir, multi)
     write_vocab(data_dir, vocab, matrix)
     word_ids = config.word_ids(vocab).word_ids  # the .ids files hold word ids, shared by every student
     written = {}
@@ -121,14 +136,39 @@ def preprocess_glove(args: argparse.Namespace, config: Config, data_dir: Path) -
         write_ids(data_dir / f"{split}.txt.ids", (word_ids(e.sentence) for e in examples), targets[split])
         written[f"{split}.txt.ids"] = len(examples)
     if transfer is not None:
-        index = {label: i for i, label in enumerate(labels)}
         n = 0
         with atomic_path(f"{transfer}.ids") as tmp, open(tmp, "w", encoding="utf-8") as f:
             for row in read_transfer(transfer, len(labels)):
-                f.write(transfer_ids_line(word_ids(row.sentence), row.source, index.get(row.gold, -1), row.scores))
+                f.write(transfer_ids_line(word_ids(row.sentence), row.source,
+                                          gold_ids(row.gold, labels, multi, f"{transfer}:{row.lineno}"), row.scores))
                 n += 1
         written[f"{transfer.name}.ids"] = n
     return {"embedding_path": str(embedding_path), "vocab_size": len(vocab), "written": written}
+
+
+def gold_ids(gold: str | None, labels: list[str], multi_label: bool, where: str) -> int | list[int]:
+    """A transfer-set line's gold label as id(s): -1 without one (or, single-label, one the
+    training set lacks); multi-label, the ids of its comma-joined list, which must be valid."""
+    index = {label: i for i, label in enumerate(labels)}
+    if gold is None:
+        return -1
+    if not multi_label:
+        return index.get(gold, -1)
+    names = check_label_list(gold, where).split(",")
+    unknown = [name for name in names if name not in index]
+    if unknown:
+        raise UserError(f"{where}: gold label {unknown[0]!r} is not in the training labels {labels}")
+    return [index[name] for name in names]
+
+
+def check_record(args: argparse.Namespace, data_dir: Path) -> None:
+    """Refuse a run of the other kind than the data's record (`label.json`): the teacher's and
+    the students' id files must agree on it. To change it, remove the record first."""
+    recorded = recorded_multi_label(data_dir)
+    if recorded is not None and recorded != args.multi_label:
+        kind = {True: "multi-label (--multi_label)", False: "single-label"}
+        raise UserError(f"{data_dir / LABEL_RECORD}: the data were preprocessed {kind[recorded]}, this run is "
+                        f"{kind[args.multi_label]}; use the same setting (or remove {LABEL_RECORD} to start over)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             logger.info("[Augmented] nothing to convert for a teacher: evaluate.py --augmented / label.py tokenize "
                         "the sentences they score")
             return 0
+        check_record(args, data_dir)
         start = time.time()
         if config.is_transformer:
             done = preprocess_transformer(args, config, data_dir)
@@ -155,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, count in done["written"].items():
             logger.info("[Written] %s: %d lines", data_dir / name, count)
         record = TOKENIZATION_RECORD if config.is_transformer else "preprocess.glove.json"
-        write_json(data_dir / record, {**done, "args": vars(args), "config": config_to_dict(config),
+        write_json(data_dir / record, {**done, "multi_label": args.multi_label, "args": vars(args),
+                                       "config": config_to_dict(config),
                                        "seconds": round(time.time() - start, 2)})
         return 0
 

@@ -7,7 +7,7 @@ library and numpy at import time; spaCy (the `spacy` word tokenizer), `tokenizer
 teacher's word pieces), onnxruntime and openvino are imported when they are used.
 
 It is also the only code file of a **bundle** (`Predictor.export_bundle`, `predict.py
---export_bundle`): a directory with `bundle.json` (labels, tokenization, backend), the model
+--export_bundle`): a directory with `bundle.json` (labels, multi-label thresholds, tokenization, backend), the model
 (`model.onnx`, or a bag of n-grams' `bow.npz` for the numpy backend), and the vocabulary
 (`vocab.txt`; a bag of n-grams adds `buckets.npy`, the n-gram buckets its table keeps) or the
 teacher's `tokenizer.json`. `Bundle.load(dir)` imports the bundle's own copy of this file by
@@ -368,7 +368,10 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[
 
 
 class Prediction(NamedTuple):
-    """One sentence's predicted label and the probability of every label."""
+    """One sentence's predicted label and the probability of every label. A multi-label
+    model's `label` is its predicted label set, comma-joined in label order (`"anger,joy"`;
+    the most probable label alone when no label reaches its threshold, so never empty), and
+    `probabilities` each label's own sigmoid probability (they need not sum to 1)."""
 
     label: str
     probabilities: dict[str, float]
@@ -380,12 +383,48 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
-def predictions(logits: np.ndarray, labels: Sequence[str], temperature: float = 1.0) -> list[Prediction]:
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function, without overflow for large |logits|."""
+    x = np.asarray(logits, dtype=np.float64)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def multilabel_decisions(probs: np.ndarray, thresholds: Sequence[float] | None) -> np.ndarray:
+    """`[n, K]` bool: the labels a multi-label model predicts from its `[n, K]` sigmoid
+    probabilities: label k where p_k >= thresholds[k] (0.5 each without thresholds), and the
+    most probable label of a row where none does (every sentence gets a label). Training's
+    validation, evaluate.py, `Predictor` and bundles all decide here."""
+    probs = np.asarray(probs)
+    cut = np.full(probs.shape[1], 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64)  # [K]
+    chosen = probs >= cut  # [n, K]
+    empty = ~chosen.any(axis=1)  # [n]
+    chosen[np.flatnonzero(empty), probs[empty].argmax(axis=1)] = True
+    return chosen
+
+
+def predictions(logits: np.ndarray, labels: Sequence[str], temperature: float = 1.0, multi_label: bool = False,
+                thresholds: Sequence[float] | None = None) -> list[Prediction]:
     """`[n, K]` logits (columns in `labels` order) as `Prediction`s, the probabilities
     softmax(logits / temperature): the model's temperature, fitted on valid when it was trained
-    (calibrated probabilities; the argmax is the same for any temperature)."""
+    (calibrated probabilities; the argmax is the same for any temperature). A multi-label
+    model's probabilities are sigmoid(logits) (no temperature), its label set
+    `multilabel_decisions` at its `thresholds` (chosen on valid when it was trained)."""
+    if multi_label:
+        probs = sigmoid(np.asarray(logits))  # [n, K]
+        chosen = multilabel_decisions(probs, thresholds)
+        return [Prediction(",".join(labels[k] for k in np.flatnonzero(row)), dict(zip(labels, map(float, p))))
+                for row, p in zip(chosen, probs)]
     return [Prediction(labels[int(row.argmax())], dict(zip(labels, map(float, row))))
             for row in softmax(np.asarray(logits) / temperature)]
+
+
+def confidence(prediction: Prediction, multi_label: bool = False) -> float:
+    """How sure a prediction is, for a cascade: the top probability; multi-label, the least
+    sure of the K yes/no decisions, min over labels of max(p_k, 1 - p_k) (every decision
+    has to be sure for the whole set to be)."""
+    values = prediction.probabilities.values()
+    return min(max(p, 1.0 - p) for p in values) if multi_label else max(values)
 
 
 # ---------------------------------------------------------------------------
@@ -490,6 +529,8 @@ class Bundle:
         self.labels = list(meta["labels"])
         self.pad_id = meta["pad_id"]
         self.temperature = float(meta.get("temperature", 1.0))  # bundles before calibration: none
+        self.multi_label = bool(meta.get("multi_label", False))
+        self.thresholds = meta.get("thresholds")  # multi-label: one per label (None: 0.5 each)
         if meta["tokenizer"] == "huggingface":  # a teacher: its own word pieces
             self.ids = SubwordIds.from_file(path / "tokenizer.json", meta["lowercase"], meta["n_ctx"], self.pad_id)
         else:
@@ -542,11 +583,14 @@ class Bundle:
 
     def predict(self, sentences: Sequence[str]) -> list[Prediction]:
         """The label and (calibrated) label probabilities of each sentence."""
-        return predictions(self.logits(sentences), self.labels, self.temperature)
+        return predictions(self.logits(sentences), self.labels, self.temperature, self.multi_label, self.thresholds)
 
     def predict_label(self, sentence: str) -> str:
-        """The label of one sentence (the batch-1 path)."""
-        return self.labels[int(self.logits_for_ids([self.encode(sentence)])[0].argmax())]
+        """The label of one sentence (the batch-1 path; multi-label: the comma-joined set)."""
+        logits = self.logits_for_ids([self.encode(sentence)])
+        if self.multi_label:
+            return predictions(logits, self.labels, multi_label=True, thresholds=self.thresholds)[0].label
+        return self.labels[int(logits[0].argmax())]
 
 
 class Cascade:
@@ -554,7 +598,8 @@ class Cascade:
     (calibrated: the student's temperature) is at least `defer_below` is answered by the
     student, every other one by the teacher, all deferred sentences of a call in one teacher
     batch. `defer_below` 0 answers everything with the student; above 1 (a probability never
-    is) everything with the teacher. The teacher's labels are matched to the student's by name
+    is) everything with the teacher. Multi-label bundles (both must be) compare `confidence`:
+    the least sure label decision. The teacher's labels are matched to the student's by name
     (a teacher's own order may differ), so both must have the same label set."""
 
     def __init__(self, student: Bundle, teacher: Bundle, defer_below: float):
@@ -566,16 +611,22 @@ class Cascade:
         if None not in (student.pairs, teacher.pairs) and student.pairs != teacher.pairs:
             raise ValueError(f"{teacher.path}: takes {'sentence pairs' if teacher.pairs else 'single sentences'}, the "
                              f"student ({student.path}) {'sentence pairs' if student.pairs else 'single sentences'}")
+        if student.multi_label != teacher.multi_label:
+            raise ValueError(f"{teacher.path}: {'multi' if teacher.multi_label else 'single'}-label, the student "
+                             f"({student.path}) {'multi' if student.multi_label else 'single'}-label")
         self.student, self.teacher, self.defer_below = student, teacher, defer_below
         self.deferred: list[int] = []  # the last call's sentences answered by the teacher
 
     def predict(self, sentences: Sequence[str]) -> list[Prediction]:
         """Each sentence's label and probabilities, from the student or (deferred) the teacher."""
         results = self.student.predict(sentences)
-        self.deferred = [i for i, p in enumerate(results) if max(p.probabilities.values()) < self.defer_below]
+        multi = self.student.multi_label
+        self.deferred = [i for i, p in enumerate(results) if confidence(p, multi) < self.defer_below]
         if self.deferred:
             answers = self.teacher.predict([sentences[i] for i in self.deferred])  # one batch
             for i, answer in zip(self.deferred, answers):
                 # the teacher's probabilities in the student's label order
-                results[i] = Prediction(answer.label, {k: answer.probabilities[k] for k in self.student.labels})
+                label = ",".join(k for k in self.student.labels if k in answer.label.split(",")) if multi else \
+                    answer.label  # a multi-label set in the student's label order
+                results[i] = Prediction(label, {k: answer.probabilities[k] for k in self.student.labels})
         return results

@@ -57,6 +57,21 @@ def teacher_labels(path: str | Path) -> list[str]:
     return [str(config.id2label[i]) for i in range(config.num_labels)]
 
 
+def teacher_multi_label(path: str | Path) -> bool:
+    """Whether a ready teacher is multi-label (a sigmoid per label), read without its weights:
+    our record's `multi_label`, or a classifier config's `problem_type`
+    (`multi_label_classification`)."""
+    if (Path(path) / TEACHER_META).is_file():
+        return bool(read_teacher_meta(path).get("multi_label", False))
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: cannot read a Hugging Face model config: {str(e).splitlines()[0]}") from e
+    return getattr(config, "problem_type", None) == "multi_label_classification"
+
+
 def load_hf_tokenizer(path: str | Path) -> Any:
     """A Hugging Face tokenizer from a local model directory (or a hub name when online)."""
     from transformers import AutoTokenizer

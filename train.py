@@ -28,8 +28,9 @@ import logging
 from pathlib import Path
 
 from cli import add_teacher_flag, common_parser, transfer_file
-from config import CRITERIA, GOLD_MIX_ALPHAS, GOLD_MIX_BELOW, Config, TrainConfig, config_to_dict, load_config
-from dataset import TRANSFER_CHOICES
+from config import (CRITERIA, GOLD_MIX_ALPHAS, GOLD_MIX_BELOW, MULTI_LABEL_CRITERION, Config, TrainConfig,
+                    check_criterion, config_to_dict, load_config)
+from dataset import TRANSFER_CHOICES, data_multi_label
 from training import Setup, choose_alpha, gold_mix_alphas, run_training
 from util import (DistContext, UserError, bounded, exit_stage, init_distributed, library_versions, non_negative,
                   positive, resolve_device, run_in_group, run_main, set_seed, set_threads, write_json)
@@ -70,16 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "all but biases and LayerNorm weights")
     p.add_argument("--max_grad_norm", type=non_negative(float), default=1.0, help="gradient clipping (0: off)")
     p.add_argument("--criterion", choices=CRITERIA,
-                   help="loss; default CrossEntropyLoss on gold labels, MSELoss on teacher logits")
-    p.add_argument("--temperature", type=positive(float), help="softmax temperature, KLDivLoss/CrossEntropyLoss "
-                                                               "on logits only (default 1)")
+                   help="loss; default CrossEntropyLoss on gold labels, MSELoss on teacher logits; multi-label: "
+                        f"binary cross-entropy on gold label sets, {MULTI_LABEL_CRITERION} (or MSELoss) on teacher "
+                        "logits")
+    p.add_argument("--temperature", type=positive(float), help="softmax (sigmoid) temperature, KLDivLoss/"
+                                                               "CrossEntropyLoss/BCEWithLogitsLoss only (default 1)")
+    p.add_argument("--multi_label", action="store_true",
+                   help="label sets (as preprocess.py recorded the data; need not be given again)")
     p.add_argument("--alpha", type=alpha_value, default=0.0,
                    help="with --distill, students: L = alpha * CE(gold, lines with a gold label) + (1 - alpha) * KD; "
                         f"auto: below --gold_mix_below transfer lines, one run per alpha in {list(GOLD_MIX_ALPHAS)} "
                         "and the best on valid kept (else 0)")
     p.add_argument("--gold_mix_below", type=positive(int), help=f"--alpha auto: the size (default {GOLD_MIX_BELOW:,})")
     p.add_argument("--measure", choices=("accuracy", "loss"), default="accuracy",
-                   help="validation measure for the best checkpoint, early stopping and lr decay")
+                   help="validation measure for the best checkpoint, early stopping and lr decay (multi-label: "
+                        "accuracy is micro-F1 at 0.5)")
     p.add_argument("--transfer", choices=sorted(TRANSFER_CHOICES),
                    help="with --distill: learn from the training sentences and their augmentations (augmented), "
                         "the training sentences and unlabeled text or scores from a file (unlabeled), or every line "
@@ -119,11 +125,15 @@ def resolve_train_config(args: argparse.Namespace, model_config: Config) -> Trai
     if sgd and args.weight_decay is not None:
         raise UserError("--weight_decay is AdamW's; --optimizer sgd does not decay weights")
     distill = transfer_file(args)
-    if not distill and (args.criterion not in (None, "CrossEntropyLoss") or args.alpha
+    multi = data_multi_label(Path(args.data_dir), args.multi_label) if Path(args.data_dir).is_dir() else \
+        args.multi_label
+    gold_criterion = "BCEWithLogitsLoss" if multi else "CrossEntropyLoss"
+    if not distill and (args.criterion not in (None, gold_criterion) or args.alpha
                         or args.transfer_file or args.transfer):
         raise UserError("--criterion MSELoss/KLDivLoss, --alpha, --transfer_file and --transfer need teacher "
                         "logits: add --distill")
-    criterion = args.criterion or ("MSELoss" if distill else "CrossEntropyLoss")
+    criterion = args.criterion or ((MULTI_LABEL_CRITERION if multi else "MSELoss") if distill else gold_criterion)
+    check_criterion(criterion, multi, f"--criterion {criterion}")
     if args.temperature is not None and (criterion == "MSELoss" or not distill):
         raise UserError(f"--temperature is not used by {criterion}" + ("" if distill else " on gold labels"))
     if args.patience_steps and not args.eval_steps:
@@ -150,7 +160,8 @@ def resolve_train_config(args: argparse.Namespace, model_config: Config) -> Trai
         patience=args.patience_steps // args.eval_steps if args.patience_steps else args.patience,
         weight_decay=0.0 if sgd else (0.01 if args.weight_decay is None else args.weight_decay), max_grad_norm=args.max_grad_norm,
         criterion=criterion, temperature=args.temperature or 1.0, alpha=0.0 if args.alpha == "auto" else args.alpha,
-        alpha_auto=args.alpha == "auto", gold_mix_below=args.gold_mix_below or GOLD_MIX_BELOW, measure=args.measure,
+        alpha_auto=args.alpha == "auto", gold_mix_below=args.gold_mix_below or GOLD_MIX_BELOW,
+        measure="micro_f1" if multi and args.measure == "accuracy" else args.measure, multi_label=multi,
         distill=bool(distill), transfer_file=distill, transfer=args.transfer or "both",
         optimizer=args.optimizer, seed=args.seed, amp=args.amp, save_steps=args.save_steps, resume=args.resume,
         train_limit=args.train_limit, min_steps=args.min_steps, eval_steps=args.eval_steps,

@@ -65,8 +65,9 @@ from dataset import (
     read_vocab,
 )
 from inference import pad_batch, predict_logits
-from metrics import fit_temperature
+from metrics import choose_thresholds, fit_temperature, multilabel_metrics
 from model import build_student, count_parameters, distillation_loss, init_embeddings
+from runtime import multilabel_decisions
 from teachers import load_hf_tokenizer, read_tokenization_record
 from util import DistContext, UserError, amp_dtype, barrier, set_seed
 
@@ -117,8 +118,8 @@ def make_optimizer(model: torch.nn.Module, train_config: TrainConfig, steps_per_
 
 
 def better(metric: float, than: float, measure: str) -> bool:
-    """Accuracy: higher is better; loss: lower is better (strictly)."""
-    return metric > than if measure == "accuracy" else metric < than
+    """Accuracy (micro-F1 for multi-label): higher is better; loss: lower is better (strictly)."""
+    return metric < than if measure == "loss" else metric > than
 
 
 @dataclass
@@ -253,6 +254,11 @@ class Task:
         self.train_config, self.model_config, self.data_dir = train_config, model_config, data_dir
         self.labels = read_labels(data_dir / "label.txt")
 
+    @property
+    def multi_label(self) -> bool:
+        """Label sets: K sigmoid outputs, labels `[n, K]` 0/1 (IdsData), thresholds chosen on valid."""
+        return self.train_config.multi_label
+
     def train_name(self) -> str:
         """The training file's name, before its `.ids`/`.fs` suffix."""
         if not self.train_config.distill:
@@ -270,14 +276,17 @@ class Task:
         x, lengths = pad_batch(data.seqs(batch), self.pad_id)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             logits = forward(x.to(device), lengths.to(device)).float()  # [B, K]
-        gold = torch.from_numpy(data.labels[batch]).to(device)  # [B], -1: no gold label
+        # [B], -1: no gold label; multi-label [B, K] 0/1, a row of -1: none
+        gold = torch.from_numpy(data.labels[batch]).to(device)
         if not tc.distill:
-            return F.cross_entropy(logits, gold)
+            return gold_loss(logits, gold, self.multi_label)
         teacher = torch.from_numpy(data.scores[batch]).to(device)  # [B, K]
         loss = distillation_loss(logits, teacher, tc.criterion, tc.temperature)
         if not tc.alpha:
             return loss
-        ce = F.cross_entropy(logits, gold, ignore_index=-1) if bool((gold >= 0).any()) else logits.sum() * 0
+        has_gold = gold[:, 0] >= 0 if self.multi_label else gold >= 0  # [B]
+        ce = gold_loss(logits[has_gold], gold[has_gold], self.multi_label) if bool(has_gold.any()) else \
+            logits.sum() * 0
         return tc.alpha * ce + (1 - tc.alpha) * loss
 
     def save(self, path: Path, state: dict) -> None:
@@ -286,6 +295,27 @@ class Task:
     def load_last(self, device: torch.device) -> dict:
         """The resumable payload; loads its weights into `self.model`."""
         raise NotImplementedError
+
+
+def gold_loss(logits: torch.Tensor, gold: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """The loss on gold labels: cross-entropy on label ids `[B]`, or for label sets `[B, K]`
+    0/1 the binary cross-entropy of each label's sigmoid, averaged over batch and labels."""
+    if multi_label:
+        return F.binary_cross_entropy_with_logits(logits, gold.float())
+    return F.cross_entropy(logits, gold)
+
+
+def valid_metrics(logits: torch.Tensor, gold: np.ndarray, labels: list[str], multi_label: bool) -> dict:
+    """Validation scores of `[n, K]` logits: accuracy and cross-entropy, or for label sets
+    (`gold` `[n, K]` 0/1) micro- and macro-F1 of the decisions at 0.5 (`runtime.multilabel_decisions`)
+    and the binary cross-entropy."""
+    if not multi_label:
+        target = torch.from_numpy(gold)
+        return {"accuracy": (logits.argmax(-1) == target).float().mean().item(),
+                "loss": F.cross_entropy(logits, target).item()}
+    scores = multilabel_metrics(multilabel_decisions(torch.sigmoid(logits).numpy(), None), gold, labels)
+    return {"micro_f1": scores["micro_f1"], "macro_f1": scores["macro_f1"],
+            "loss": F.binary_cross_entropy_with_logits(logits, torch.from_numpy(gold)).item()}
 
 
 class TeacherTask(Task):
@@ -304,21 +334,26 @@ class TeacherTask(Task):
         self.lowercase = lowercase
         self.pairs = is_pair_data(data_dir / "train.txt")
         self.output, self.last_path = output, output / "last"
-        self.train_data = read_ids(data_dir / "train.txt.fs", len(self.labels))
-        self.valid_data = read_ids(data_dir / "valid.txt.fs", len(self.labels))
+        self.train_data = read_ids(data_dir / "train.txt.fs", len(self.labels), self.multi_label)
+        self.valid_data = read_ids(data_dir / "valid.txt.fs", len(self.labels), self.multi_label)
         self.tokenizer = load_hf_tokenizer(bert_model)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.model = load_pretrained_teacher(bert_model, self.labels, model_config)
+        self.model = load_pretrained_teacher(bert_model, self.labels, model_config, self.multi_label)
 
     def save(self, path: Path, state: dict) -> None:
         with_state = "optimizer" in state
         save_teacher(path, self.model, self.model_config, self.tokenizer, self.labels, self.lowercase,
-                     state if with_state else None, state.get("temperature", 1.0), self.pairs)
+                     state if with_state else None, state.get("temperature", 1.0), self.pairs, self.multi_label,
+                     state.get("thresholds"))
 
     def load_last(self, device: torch.device) -> dict:
         if not (self.last_path / "model.safetensors").exists():
             raise UserError(f"{self.last_path}: nothing to resume from")
-        self.model.load_state_dict(load_teacher(self.last_path, device).model.state_dict())
+        last = load_teacher(self.last_path, device)
+        if last.multi_label != self.multi_label:
+            raise UserError(f"{self.last_path}: {'multi' if last.multi_label else 'single'}-label, but {self.data_dir} "
+                            f"is {'multi' if self.multi_label else 'single'}-label")
+        self.model.load_state_dict(last.model.state_dict())
         return load_training_state(self.last_path / "training_state.pt")
 
 
@@ -335,10 +370,11 @@ class StudentTask(Task):
             raise UserError(f"{data_dir / 'embedding.npy'}: vectors of dimension {matrix.shape[1]}, but the config "
                             f"has token_emb_dim {model_config.token_emb_dim}; rerun preprocess.py with matching vectors")
         if train_config.distill:
-            self.train_data = self.transfer_lines(read_transfer_ids(data_dir / f"{name}.ids", len(self.labels)))
+            self.train_data = self.transfer_lines(read_transfer_ids(data_dir / f"{name}.ids", len(self.labels),
+                                                                    self.multi_label))
         else:
-            self.train_data = read_ids(data_dir / f"{name}.ids", len(self.labels))
-        self.valid_data = read_ids(data_dir / "valid.txt.ids", len(self.labels))
+            self.train_data = read_ids(data_dir / f"{name}.ids", len(self.labels), self.multi_label)
+        self.valid_data = read_ids(data_dir / "valid.txt.ids", len(self.labels), self.multi_label)
         for data, fname in ((self.train_data, f"{name}.ids"), (self.valid_data, "valid.txt.ids")):
             top = int(data.tokens.max(initial=0))
             if top >= len(self.vocab):
@@ -364,7 +400,7 @@ class StudentTask(Task):
             raise UserError(f"{self.data_dir / self.train_name()}: no lines from {list(sources)} (--transfer "
                             f"{tc.transfer}); it has {sorted(set(data.sources.tolist()))}")
         data = data.subset(chosen)
-        with_gold = int((data.labels >= 0).sum())
+        with_gold = int(data.has_gold.sum())
         logger.info("[Transfer] %d lines (%s), %d with gold labels", len(data),
                     ", ".join(f"{s} {int((data.sources == s).sum())}" for s in sources if (data.sources == s).any()),
                     with_gold)
@@ -374,14 +410,15 @@ class StudentTask(Task):
         return data
 
     def save(self, path: Path, state: dict) -> None:
-        save_student(path, self.model, self.vocab, self.labels, state)
+        save_student(path, self.model, self.vocab, self.labels, state, self.multi_label)
 
     def load_last(self, device: torch.device) -> dict:
         if not self.last_path.exists():
             raise UserError(f"{self.last_path}: nothing to resume from")
         last = load_student(self.last_path, device)
-        if last.vocab != self.vocab or last.labels != self.labels:
-            raise UserError(f"{self.last_path}: made with another vocabulary or label set than {self.data_dir}")
+        if last.vocab != self.vocab or last.labels != self.labels or last.multi_label != self.multi_label:
+            raise UserError(f"{self.last_path}: made with another vocabulary or label set than {self.data_dir} (or "
+                            f"{'multi' if last.multi_label else 'single'}-label, the data not)")
         ours, theirs = config_to_dict(self.model_config), config_to_dict(last.model.config)
         differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
         if differ:
@@ -568,23 +605,27 @@ def end_of_period(run: Run, train_config: TrainConfig, epoch: int) -> bool:
     task, state, tc = run.task, run.state, train_config
     logits = predict_logits(run.model, task.valid_data.seqs(range(len(task.valid_data))), tc.eval_batch_size,
                             task.pad_id, run.device, "valid", run.amp)
-    gold = torch.from_numpy(task.valid_data.labels)
-    metrics = {"accuracy": (logits.argmax(-1) == gold).float().mean().item(),
-               "loss": torch.nn.functional.cross_entropy(logits, gold).item()}
+    gold = task.valid_data.labels  # [n] label ids, or multi-label [n, K] 0/1
+    metrics = valid_metrics(logits, gold, task.labels, task.multi_label)
     improved, decay, stop = run.rule.after_epoch(epoch, metrics[tc.measure])
     for name, value in metrics.items():
         run.writer.add_scalar(f"valid/{name}", value, state.global_step)
     lr = run.optimizer.param_groups[0]["lr"]
     state.history.append({"epoch": epoch + 1, "step": state.global_step, **metrics, "lr": lr})
-    logger.info("[Valid] epoch %d, step %d: accuracy %.4f, loss %.4f, lr %.3g%s", epoch + 1, state.global_step,
-                metrics["accuracy"], metrics["loss"], lr, " (best)" if improved else "")
+    logger.info("[Valid] epoch %d, step %d: %s, lr %.3g%s", epoch + 1, state.global_step,
+                ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), lr, " (best)" if improved else "")
     if improved:
         state.best_epoch, state.best_step = epoch + 1, state.global_step
-        # the temperature that calibrates this model's probabilities on valid, saved with it
-        temperature = fit_temperature(logits.numpy(), gold.numpy())
-        task.save(task.output, {"epoch": state.epoch, "global_step": state.global_step, "best_metric": run.rule.best,
-                                "best_epoch": state.best_epoch, "best_step": state.best_step,
-                                "temperature": temperature})
+        best = {"epoch": state.epoch, "global_step": state.global_step, "best_metric": run.rule.best,
+                "best_epoch": state.best_epoch, "best_step": state.best_step}
+        if task.multi_label:
+            # each label's decision threshold on its sigmoid probability, chosen on valid, saved with it
+            thresholds, global_threshold = choose_thresholds(torch.sigmoid(logits).numpy(), gold)
+            best.update(thresholds=thresholds, global_threshold=global_threshold)
+        else:
+            # the temperature that calibrates this model's probabilities on valid, saved with it
+            best["temperature"] = fit_temperature(logits.numpy(), gold)
+        task.save(task.output, best)
     if decay:
         for group in run.optimizer.param_groups:
             group["lr"] *= tc.lr_decay_rate

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from config import load_recipe  # noqa: E402
+from config import default_criterion, load_recipe  # noqa: E402
 from util import UserError, atomic_write_text, cpu_model, run_main  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -98,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             settings = [("gold", "gold labels", "-", "epochs", [f"--epochs={s.gold_epochs}"]),
                         ("gold-budget", "gold labels", "-", "budget", [f"--epochs={s.gold_epochs}", *budget])]
             for i, (size, size_flags) in enumerate(sizes):
-                distill = ["--distill", f"--criterion={s.criterion}", *size_flags]
-                distill += [f"--temperature={s.temperature}"] if s.criterion != "MSELoss" else []
+                criterion = default_criterion(s.criterion, recipe.multi_label)  # null: the data's default
+                distill = ["--distill", f"--criterion={criterion}", *size_flags]
+                distill += [f"--temperature={s.temperature}"] if criterion != "MSELoss" else []
                 settings += [(f"distill{i}", size, "0", "epochs", [f"--epochs={s.epochs}", *distill]),
                              (f"distill{i}-budget", size, "0", "budget", [f"--epochs={s.epochs}", *budget, *distill]),
                              (f"distill{i}-budget-mix", size, "0.5", "budget",

@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         splits = {s: read_examples(data / f"{s}.txt") for s in ("valid", "test")}
         teacher_bundle = as_bundle(args.teacher, work)
+        if teacher_bundle.multi_label:
+            raise UserError(f"{args.teacher}: a multi-label model; this study measures single-label accuracy "
+                            "(runtime.Cascade itself serves multi-label bundles)")
         labels = data_labels(data)
         if sorted(teacher_bundle.labels) != sorted(labels):
             raise UserError(f"{args.teacher}: labels {teacher_bundle.labels}, but {data} has {labels}")

@@ -51,7 +51,7 @@ from pipeline import (  # noqa: E402
     teacher_steps,
 )
 from teachers import (is_teacher, load_hf_tokenizer, parse_label_map, teacher_columns, teacher_labels,  # noqa: E402
-                      teacher_summary, tokenizer_lowercases)
+                      teacher_multi_label, teacher_summary, tokenizer_lowercases)
 from util import UserError, atomic_write_text, cpu_model, read_json, run_main, write_json  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -84,10 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out_dir", help="checkpoints (default checkpoints/<name>)")
     p.add_argument("--results", help="the table (default results/<name>.md)")
     p.add_argument("--force", action="store_true", help="rerun every stage")
+    p.add_argument("--multi_label", action="store_true",
+                   help="multi-label data ('sentence<TAB>label1,label2'; MULTI_LABEL=1, or the recipe's multi_label)")
     return p
 
 
-def check_data(source: Path) -> bool:
+def check_data(source: Path, multi_label: bool = False) -> bool:
     """Each split is there and parses, all in one format (a bad line is named by
     read_examples); returns whether they are sentence pairs."""
     for split in SPLITS:
@@ -95,7 +97,7 @@ def check_data(source: Path) -> bool:
         if not path.is_file():
             raise UserError(f"{path}: missing; DATA needs train.txt, valid.txt and test.txt (sentence<TAB>label, or "
                             "sentence_a<TAB>sentence_b<TAB>label)")
-    return read_splits(source)["train"][0].pair
+    return read_splits(source, multi_label=multi_label)["train"][0].pair
 
 
 def prepare_work_dir(source: Path, work: Path, subset: int, seed: int = 42) -> None:
@@ -208,11 +210,14 @@ def read_results(path: Path) -> dict | None:
 
 
 def accuracy_cell(results: list[dict]) -> str:
-    """One run: `acc (correct/total)`; several seeds: `mean ± std (n seeds: a, b, c)`."""
+    """One run: `acc (correct/total)`, multi-label `macro-F1 (micro-F1 m)`; several seeds:
+    `mean ± std (n seeds: a, b, c)` of the accuracy (multi-label: of the macro-F1)."""
+    multi = "macro_f1" in results[0] and "accuracy" not in results[0]
     if len(results) == 1:
         r = results[0]
-        return f"{100 * r['accuracy']:.2f} ({r['correct']}/{r['total']})"
-    accs = [100 * r["accuracy"] for r in results]
+        return (f"{100 * r['macro_f1']:.2f} (micro-F1 {100 * r['micro_f1']:.2f})" if multi else
+                f"{100 * r['accuracy']:.2f} ({r['correct']}/{r['total']})")
+    accs = [100 * r["macro_f1" if multi else "accuracy"] for r in results]
     mean = sum(accs) / len(accs)
     std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5
     return f"{mean:.2f} ± {std:.2f} ({len(accs)} seeds: {', '.join(f'{a:.2f}' for a in accs)})"
@@ -298,8 +303,9 @@ def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherP
         + (f", training subset {recipe.train_subset:,} sentences" if recipe.train_subset else "")
         + "; the students' epochs and learning rates are in the recipe.",
         transfer_summary(data, transfers), "",
-        "| model | trained on | test accuracy % | ms/example | padded ms/example | parameters | without embeddings "
-        "| train min | steps: best / run (stop) | ECE: T = 1 -> calibrated (T) |",
+        f"| model | trained on | test {'macro-F1' if recipe.multi_label else 'accuracy'} % | ms/example | padded "
+        "ms/example | parameters | without embeddings | train min | steps: best / run (stop) | ECE: T = 1 -> "
+        "calibrated (T) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
         "*steps*: the optimizer step of the checkpoint kept (best on valid) and the steps run, with why training "
         "stopped (`budget`: the recipe's epochs, at least its min_steps; `early stop`: no gain on valid for "
@@ -345,7 +351,7 @@ def build_steps(args: argparse.Namespace, recipe: Recipe, teacher: TeacherPlan, 
     else:
         steps.append(label_step(recipe, work, student_config, teacher_path, teacher_files, augmented,
                                 args.unlabeled, label_map=args.label_map))
-    steps.append(student_data_step(work, student_config, embedding))
+    steps.append(student_data_step(work, student_config, embedding, multi_label=recipe.multi_label))
     for m in models:
         s = recipe.students[m]
         for i in range(s.seeds):
@@ -376,12 +382,19 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(f"unknown student {m!r} in --models/MODELS; {recipe_path} has "
                                 f"{sorted(recipe.students)}")
         source = Path(args.data_dir)
-        pairs = check_data(source)
+        # MULTI_LABEL=1, the recipe, or a brought multi-label classifier (its problem_type) switch it on
+        brought = args.teacher and not args.teacher_logits and is_teacher(args.teacher)
+        if not recipe.multi_label and (args.multi_label or (brought and teacher_multi_label(args.teacher))):
+            recipe.multi_label = True
+            recipe.validate(f"{recipe_path} (multi-label: e.g. configs/recipe-goemotions.json)")  # its losses
+        pairs = check_data(source, recipe.multi_label)
         for m in models:
             check_student_data(m, pairs, f"{source}: --models/MODELS ({recipe_path})")
         if args.unlabeled and not Path(args.unlabeled).is_file():
             raise UserError(f"{args.unlabeled}: not found (--unlabeled)")
-        teacher = plan_teacher(args, recipe, build_labels(read_examples(source / "train.txt")))
+        teacher = plan_teacher(args, recipe, build_labels(read_examples(source / "train.txt",
+                                                                          multi_label=recipe.multi_label),
+                                                            recipe.multi_label))
         transfers = resolve_transfer(args, recipe, teacher)
         name = args.name or (source.resolve().name + ("-demo" if args.demo else ""))
         work = Path(args.work_dir) if args.work_dir else ROOT / "data" / name
