@@ -240,7 +240,7 @@ def ece_cell(res: dict) -> str:
     return f"{res['ece']:.3f} -> {res['ece_calibrated']:.3f} ({res['temperature']:.2f})"
 
 
-def transfer_summary(work: Path, transfers: list[str]) -> str:
+def transfer_summary(work: Path, transfers: list[str], unit: str = "sentence") -> str:
     """A sentence on the transfer set: its sources and what was dropped (from label.py's results)."""
     res = read_results(work / "transfer.txt.results.json")
     if res is None:
@@ -249,7 +249,7 @@ def transfer_summary(work: Path, transfers: list[str]) -> str:
     kept = ", ".join(f"{s} {c['kept']:,}" for s, c in src.items())
     dups = sum(c["duplicates"] for c in src.values())
     held = sum(c["in_valid_or_test"] for c in src.values())
-    return (f"Transfer set: {res['sentences']:,} sentences ({kept}); dropped {dups:,} duplicates and {held:,} lines "
+    return (f"Transfer set: {res['sentences']:,} {unit}s ({kept}); dropped {dups:,} duplicates and {held:,} lines "
             f"that are valid or test sentences. The students learn from " + ", ".join(f"`{t}`" for t in transfers) + ".")
 
 
@@ -302,7 +302,7 @@ def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherP
         f"Recipe: `{recipe_path}`{teacher_recipe}, augmentation n_iter {recipe.n_iter}"
         + (f", training subset {recipe.train_subset:,} sentences" if recipe.train_subset else "")
         + "; the students' epochs and learning rates are in the recipe.",
-        transfer_summary(data, transfers), "",
+        transfer_summary(data, transfers, unit), "",
         f"| model | trained on | test {'macro-F1' if recipe.multi_label else 'accuracy'} % | ms/example | padded "
         "ms/example | parameters | without embeddings | train min | steps: best / run (stop) | ECE: T = 1 -> "
         "calibrated (T) |",

@@ -22,7 +22,7 @@ from augment import PAIR_TOKEN, AugmentParams, augment_sentence
 from checkpoint import load_pretrained_teacher, save_student
 from config import PAIR_STUDENTS, config_from_dict
 from conftest import (EMB_DIM, NEGATIVE, NEUTRAL, POSITIVE, TINY_STUDENTS, build_tiny_transformer, make_sentence,
-                      refused, teacher_config)
+                      fit_teacher, refused, teacher_config)
 from dataset import read_examples, read_transfer
 from inference import Predictor, pad_batch
 from model import build_student, split_pair_ids
@@ -35,15 +35,16 @@ PAIRS = [join_pair("the film was good", "a lovely and warm story"), join_pair("a
          join_pair(" ".join(["good"] * 60), "boring")]
 
 
-def write_pair_splits(d: Path, sizes: tuple[int, int, int] = (240, 40, 40)) -> Path:
-    """A separable pair task: `same` when both sides carry the same sentiment."""
+def write_pair_splits(d: Path, sizes: tuple[int, int, int] = (240, 40, 40), easy: bool = False) -> Path:
+    """A separable pair task: `same` when both sides carry the same sentiment (`easy`: when side
+    b is positive, which a tiny teacher learns in two epochs)."""
     d.mkdir(parents=True, exist_ok=True)
     for split, n, seed in zip(("train", "valid", "test"), sizes, (1, 2, 3)):
         rng = random.Random(seed)
         lines = []
         for i in range(n):
             a, b = rng.randint(0, 1), rng.randint(0, 1)
-            lines.append(f"{make_sentence(rng, a)}\t{make_sentence(rng, b)}\t{LABELS[int(a == b)]}\n")
+            lines.append(f"{make_sentence(rng, a)}\t{make_sentence(rng, b)}\t{LABELS[b if easy else int(a == b)]}\n")
         (d / f"{split}.txt").write_text("".join(lines), encoding="utf-8")
     return d
 
@@ -240,17 +241,9 @@ def test_predict_and_evaluate_read_pairs_and_refuse_the_wrong_kind(tmp_path, stu
 def test_pairs_end_to_end(tmp_path, tiny_transformer, glove_path, student_config):
     """A cross-encoder teacher fine-tuned on pairs, the transfer set with augmented pairs,
     a siamese student and decomposable attention distilled from it, evaluated."""
-    data = write_pair_splits(tmp_path / "data")
-    bert = tiny_transformer("bert")
-    config = teacher_config(tmp_path, "bert", "hf")
-    lower = ["--bert_do_lower_case"]
-    assert preprocess.main([f"--config={config}", f"--data_dir={data}", f"--bert_model_name_or_path={bert}",
-                            *lower]) == 0
+    data = write_pair_splits(tmp_path / "data", easy=True)
     teacher = tmp_path / "teacher"
-    assert train.main([f"--config={config}", f"--data_dir={data}", f"--bert_model_name_or_path={bert}",
-                       f"--teacher={teacher}", "--lr=2e-3", "--epochs=2", "--batch_size=16",
-                       "--use_transformers_optimizer", "--warmup_epoch=0", "--device=cpu",
-                       f"--log_dir={tmp_path / 'runs'}", *lower]) == 0
+    fit_teacher("bert", data, tiny_transformer("bert"), teacher_config(tmp_path, "bert"), teacher, epochs=3)
     assert json.loads((teacher / "distil_config.json").read_text())["pairs"] is True
     assert augment_data.main(["--input", str(data / "train.txt"), "--output", str(data / "augmented.raw"),
                               "--n_iter=2", "--analyzer=none", "--mask_token=[MASK]"]) == 0
