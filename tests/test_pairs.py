@@ -157,8 +157,13 @@ def test_a_brought_cross_encoder_labels_pairs_by_label_name(tmp_path):
     """Someone's pair classifier with its own label order: label.py maps its columns by name."""
     data = write_pair_splits(tmp_path / "data", (30, 10, 10))
     teacher = build_tiny_transformer(tmp_path, "bert", id2label={0: "same", 1: "opposite"})
-    assert label.main([f"--data_dir={data}", f"--teacher={teacher}", "--device=cpu"]) == 0
+    unlabeled = tmp_path / "unlabeled.txt"
+    unlabeled.write_text("a lovely film\tthe plot was dull\n" + "a warm story\tsuperb acting\n")
+    assert label.main([f"--data_dir={data}", f"--teacher={teacher}", f"--unlabeled={unlabeled}",
+                       "--device=cpu"]) == 0
     rows = list(read_transfer(data / "transfer.txt", 2))
+    assert [r.sentence for r in rows if r.source == "unlabeled"] == ["a lovely film\tthe plot was dull",
+                                                                     "a warm story\tsuperb acting"]
     predictor = Predictor.load(teacher)
     assert predictor.pairs is None  # someone's classifier takes either
     logits = predictor.logits([r.sentence for r in rows]).numpy()  # [n, 2] in its order: same, opposite
@@ -259,3 +264,38 @@ def test_pairs_end_to_end(tmp_path, tiny_transformer, glove_path, student_config
         assert evaluate.main([f"--config={cfg}", f"--model_path={ckpt}", f"--data_dir={data}", "--device=cpu"]) == 0
         result = json.loads(Path(f"{ckpt}.results.json").read_text())
         assert result["accuracy"] > 0.6, (enc_class, result["accuracy"])
+
+
+def run_pair_student(data: Path, config: Path, save: Path, epochs: int, *extra: str) -> None:
+    assert train.main([f"--config={config}", f"--data_dir={data}", f"--save_path={save}", "--lr=5e-3",
+                       f"--epochs={epochs}", "--batch_size=32", "--device=cpu", f"--log_dir={save.parent / 'runs'}",
+                       *extra]) == 0
+
+
+def test_a_pair_student_resumes_to_the_same_result(tmp_path, glove_path, student_config):
+    data = write_pair_splits(tmp_path / "data")
+    config = student_config("bilstm")
+    assert preprocess.main([f"--config={config}", f"--data_dir={data}", f"--embedding_path={glove_path}"]) == 0
+    full, part = tmp_path / "full.pt", tmp_path / "part.pt"
+    run_pair_student(data, config, full, 3)
+    run_pair_student(data, config, part, 1)
+    run_pair_student(data, config, part, 3, "--resume")
+    a, b = (torch.load(f"{p}.last", weights_only=True) for p in (full, part))
+    assert a["state"]["best_metric"] == b["state"]["best_metric"]
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key])
+
+
+@pytest.mark.slow
+def test_a_pair_student_trains_under_torchrun(tmp_path, glove_path, student_config):
+    from test_distributed import torchrun
+
+    data = write_pair_splits(tmp_path / "data")
+    config = student_config("decomp-att")
+    assert preprocess.main([f"--config={config}", f"--data_dir={data}", f"--embedding_path={glove_path}"]) == 0
+    ddp = tmp_path / "ddp.pt"
+    out = torchrun("train.py", f"--config={config}", f"--data_dir={data}", f"--save_path={ddp}", "--lr=5e-3",
+                   "--epochs=2", "--batch_size=16", "--device=cpu", f"--log_dir={tmp_path / 'runs'}")
+    assert "2 process(es)" in out.stderr
+    assert json.loads(Path(f"{ddp}.train_results.json").read_text())["processes"] == 2
+    assert evaluate.main([f"--config={config}", f"--data_dir={data}", f"--model_path={ddp}", "--device=cpu"]) == 0
