@@ -24,7 +24,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -32,9 +31,8 @@ import label
 from cli import add_teacher_flag, common_parser
 from config import Config, config_to_dict, load_config
 from dataset import AUGMENTED_FILE, check_pairs, data_labels, label_ids, model_data_multi_label, read_examples
-from inference import Predictor, describe, pad_batch, predict_logits
-from metrics import ECE_BINS, calibration, macro_f1, multilabel_metrics
-from runtime import multilabel_decisions, sigmoid
+from inference import Predictor, compare_with_pytorch, describe, pad_batch, predict_logits
+from metrics import ECE_BINS, calibration, macro_f1, multilabel_scores
 from teachers import parse_label_map, teacher_columns
 from util import (UserError, amp_dtype, exit_stage, library_versions, non_negative, positive, resolve_device,
                   run_main, set_seed, set_threads, write_json)
@@ -160,39 +158,6 @@ def log_timing(elapsed_ms: float, timed_n: int, timed: str, bs: int, device: tor
                 timed_n)
     logger.info("[Timed] %s; batch %d, %d thread(s), %s, %s", timed, bs, torch.get_num_threads(), device,
                 predictor.runtime)
-
-
-def multilabel_scores(logits: np.ndarray, gold_ids: list[list[int]], labels: list[str],
-                      thresholds: list[float] | None) -> dict:
-    """A multi-label model's test scores: its label sets (`runtime.multilabel_decisions` at its
-    thresholds, columns in the data's label order) against the gold sets; micro- and macro-F1
-    (the headline), exact match, Jaccard, and per label precision, recall and F1, logged."""
-    gold = np.zeros(logits.shape, dtype=bool)  # [n, K]
-    for row, ids in enumerate(gold_ids):
-        gold[row, ids] = True
-    predicted = multilabel_decisions(sigmoid(logits), thresholds)  # [n, K]
-    scores = multilabel_metrics(predicted, gold, labels)
-    logger.info("[Multi-label] micro-F1 %.4f, macro-F1 %.4f, exact match %.4f, Jaccard %.4f (%s)",
-                scores["micro_f1"], scores["macro_f1"], scores["exact_match"], scores["jaccard"],
-                "thresholds chosen on valid" if thresholds is not None else "threshold 0.5")
-    for label, s in scores["per_label"].items():
-        logger.info("[Label] %-16s precision %.4f, recall %.4f, F1 %.4f, support %d", label, s["precision"],
-                    s["recall"], s["f1"], s["support"])
-    return {**scores, "thresholds": thresholds,
-            "predictions": [[labels[k] for k in np.flatnonzero(row)] for row in predicted]}
-
-
-def compare_with_pytorch(predictor: Predictor, ids: list[list[int]]) -> dict:
-    """Max |logit difference| and prediction agreement between the exported model's runtime
-    and PyTorch."""
-    cpu = torch.device("cpu")
-    ours = predict_logits(predictor.forward, ids, 64, predictor.pad_id, cpu, progress=False)
-    theirs = predict_logits(predictor.model, ids, 64, predictor.pad_id, cpu, progress=False)
-    diff = (ours - theirs).abs().max().item()
-    same = (ours.argmax(-1) == theirs.argmax(-1)).float().mean().item()
-    logger.info("[%s vs PyTorch] max |logit difference| %.3g, same prediction on %.2f%%", predictor.runtime, diff,
-                100 * same)
-    return {"max_abs_logit_diff_vs_pytorch": diff, "same_prediction_vs_pytorch": same}
 
 
 # evaluate.py's flags that label.py takes too, under the same names

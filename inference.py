@@ -245,6 +245,27 @@ class Predictor:
         return out
 
 
+def decision_agreement(logits: torch.Tensor, reference: torch.Tensor, multi_label: bool) -> float:
+    """The share of sentences whose decision two `[n, K]` logit matrices agree on: the argmax,
+    or for a multi-label teacher every label's side of 0 (sigmoid 0.5)."""
+    if multi_label:
+        return float(((logits >= 0) == (reference >= 0)).all(dim=1).float().mean())
+    return float((logits.argmax(1) == reference.argmax(1)).float().mean())
+
+
+def compare_with_pytorch(predictor: Predictor, ids: list[list[int]]) -> dict:
+    """Max |logit difference| and decision agreement (`decision_agreement`) between the
+    exported model's runtime and PyTorch, on the CPU."""
+    cpu = torch.device("cpu")
+    ours = predict_logits(predictor.forward, ids, 64, predictor.pad_id, cpu, progress=False)
+    theirs = predict_logits(predictor.model, ids, 64, predictor.pad_id, cpu, progress=False)
+    diff = (ours - theirs).abs().max().item()
+    same = decision_agreement(ours, theirs, predictor.multi_label)
+    logger.info("[%s vs PyTorch] max |logit difference| %.3g, same decision on %.2f%%", predictor.runtime, diff,
+                100 * same)
+    return {"max_abs_logit_diff_vs_pytorch": diff, "same_prediction_vs_pytorch": same}
+
+
 def bow_tables(model: GloveBow) -> dict[str, np.ndarray]:
     """A bag of n-grams as runtime.NumpyBag's arrays. Without hidden layers the model is
     linear in the mean of its feature rows, so the output layer is folded into the table:

@@ -36,7 +36,7 @@ from dataset import (
     read_teacher_scores,
     transfer_line,
 )
-from inference import Predictor, logits_for_batches, predict_logits, session_forward
+from inference import Predictor, decision_agreement, logits_for_batches, predict_logits, session_forward
 from runtime import OrtSession, WordTokenizer, length_sorted_batches
 from util import DistContext, UserError, atomic_write_text
 
@@ -194,14 +194,6 @@ class TeacherScorer:
         out = np.empty((len(sentences), rows.shape[1]), dtype=np.float32)
         out[indices] = rows
         return out[:, self.columns]  # [n, K] in the data's label order
-
-
-def decision_agreement(logits: torch.Tensor, reference: torch.Tensor, multi_label: bool) -> float:
-    """The share of sentences whose decision two `[n, K]` logit matrices agree on: the argmax,
-    or for a multi-label teacher every label's side of 0 (sigmoid 0.5)."""
-    if multi_label:
-        return float(((logits >= 0) == (reference >= 0)).all(dim=1).float().mean())
-    return float((logits.argmax(1) == reference.argmax(1)).float().mean())
 
 
 def choose_runtime(predictor: Predictor, sentences: list[str], batch_size: int, num_threads: int,

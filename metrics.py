@@ -7,9 +7,14 @@ so the accuracy, does not change).
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
+
+from runtime import multilabel_decisions, sigmoid
+
+logger = logging.getLogger(__name__)
 
 ECE_BINS = 15  # equal-width confidence bins, as Guo et al. report ECE
 
@@ -146,3 +151,23 @@ def _middle_best(grid: np.ndarray, scores: np.ndarray) -> float:
     the widest margin to both."""
     best = np.flatnonzero(scores == scores.max())
     return float(grid[best[len(best) // 2]])
+
+
+def multilabel_scores(logits: np.ndarray, gold_ids: list[list[int]], labels: list[str],
+                      thresholds: list[float] | None) -> dict:
+    """A multi-label model's test scores: its label sets (`runtime.multilabel_decisions` at its
+    thresholds, columns in the data's label order) against the gold sets; micro- and macro-F1
+    (the headline), exact match, Jaccard, and per label precision, recall and F1, logged."""
+    gold = np.zeros(logits.shape, dtype=bool)  # [n, K]
+    for row, ids in enumerate(gold_ids):
+        gold[row, ids] = True
+    predicted = multilabel_decisions(sigmoid(logits), thresholds)  # [n, K]
+    scores = multilabel_metrics(predicted, gold, labels)
+    logger.info("[Multi-label] micro-F1 %.4f, macro-F1 %.4f, exact match %.4f, Jaccard %.4f (%s)",
+                scores["micro_f1"], scores["macro_f1"], scores["exact_match"], scores["jaccard"],
+                "thresholds chosen on valid" if thresholds is not None else "threshold 0.5")
+    for label, s in scores["per_label"].items():
+        logger.info("[Label] %-16s precision %.4f, recall %.4f, F1 %.4f, support %d", label, s["precision"],
+                    s["recall"], s["f1"], s["support"])
+    return {**scores, "thresholds": thresholds,
+            "predictions": [[labels[k] for k in np.flatnonzero(row)] for row in predicted]}

@@ -23,7 +23,7 @@ from conftest import ROOT, EMB_DIM, NEGATIVE, NEUTRAL, POSITIVE, TINY_STUDENTS, 
 from dataset import (build_labels, read_examples, read_ids, read_teacher_scores, read_transfer,
                      recorded_multi_label)
 from inference import Predictor
-from labeling import decision_agreement
+from inference import decision_agreement
 from metrics import choose_thresholds, multilabel_metrics
 from model import build_student, distillation_loss
 from pipeline import label_step, student_data_step, student_steps, teacher_steps
