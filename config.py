@@ -92,6 +92,10 @@ SECTIONS = ("cnn", "densenet", "dsa", "lstm", "bow", "decomp")
 # were built for single sentences and are not offered for pairs.
 PAIR_STUDENTS = ("cnn", "bilstm", "bow", "dan", "decomp-att")
 SINGLE_STUDENTS = ("cnn", "densenet-cnn", "densenet-dsa", "bilstm", "bow", "dan")
+# Which students get static int8 (activation ranges fixed from calibration sentences, QDQ):
+# convolutions, where quantizing activations once instead of at every call pays (the
+# DenseNet-CNN ran at about a third of its fp32 time from ids). The others keep dynamic int8.
+STATIC_INT8_STUDENTS = ("cnn", "densenet-cnn", "densenet-dsa")
 
 
 def check_student_data(enc_class: str, pairs: bool, where: str) -> None:
@@ -158,6 +162,13 @@ class BowConfig:
     buckets: int = 2_000_003
     ngrams: int = 2
     hidden: list[int] = field(default_factory=list)
+    # fastText's ways, each measured on SST-2 (results/NOTES.md): `eos` adds its end-of-sentence
+    # token `</s>` as a feature of every sentence, which also enters the last n-grams;
+    # `word_init` "uniform" starts the word rows uniform in +-1/dim instead of GloVe;
+    # `zero_output` starts the output layer at zero
+    eos: bool = False
+    word_init: str = "glove"
+    zero_output: bool = False
 
 
 @dataclass
@@ -210,7 +221,8 @@ class Config:
         when it is a bag of n-grams."""
         bow = self.bow
         return WordIds(vocab, WordTokenizer(self.tokenizer, self.lowercase), self.n_ctx, self.unk_token_id,
-                       bow.ngrams if bow else 1, bow.buckets if bow else 0, sep_id=self.sep_id(vocab))
+                       bow.ngrams if bow else 1, bow.buckets if bow else 0, sep_id=self.sep_id(vocab),
+                       eos=bool(bow and bow.eos))
 
     def sep_id(self, vocab: list[str]) -> int | None:
         """`sep_token`'s id in a pair vocabulary (preprocess.py puts it there for pair data);
@@ -239,11 +251,17 @@ class Config:
                 raise UserError(f"{where}: section {name!r} is not used by {self.emb_class}/{self.enc_class}; "
                                 "remove it")
             for key, value in (dataclasses.asdict(section) if section is not None else {}).items():
+                if isinstance(value, (bool, str)):  # switches and choices (bow.eos, bow.word_init)
+                    continue
                 # sizes are ints, lists of ints or lists of lists of ints: all must be > 0
                 flat = [v for item in (value if isinstance(value, list) else [value])
                         for v in (item if isinstance(item, list) else [item])]
                 if (not flat and key != "hidden") or any(v <= 0 for v in flat):
                     raise UserError(f"{where}: {name}.{key} must be positive, got {value!r}")
+        if self.bow is not None and self.bow.word_init not in ("glove", "uniform"):
+            raise UserError(f"{where}: bow.word_init must be 'glove' or 'uniform', got {self.bow.word_init!r}")
+        if self.bow is not None and self.bow.eos and self.bow.ngrams < 2:
+            raise UserError(f"{where}: bow.eos is an n-gram feature: it needs bow.ngrams >= 2")
         if self.is_transformer and self.enc_class == "hf" and "dropout" in (keys or set()):
             raise UserError(f"{where}: key 'dropout' is not used by the 'hf' head, which keeps its model config's "
                             "dropout; remove it")
@@ -378,7 +396,10 @@ class Recipe:
     # the teacher's runtime for labeling (label.py --runtime): "auto" times PyTorch and ONNX Runtime
     # fp32/int8 on a sample and keeps the fastest that agrees with fp32 PyTorch on 99.5% of it
     label_runtime: str = "auto"
-    label_rescore_margin: float = 0.0  # label.py --rescore_margin: near-ties scored again in fp32 PyTorch
+    # label.py --rescore_margin: near-ties (top-two logit margin below it; multi-label: a logit within it
+    # of 0) scored again in fp32 PyTorch. The single-label recipes set 2.0: on SST-2's test sentences
+    # it rescored 8 % of them and left int8 0.06 points below fp32, against 0.44 without (NOTES).
+    label_rescore_margin: float = 0.0
     latency_sample: int = 0  # the teacher's batch-1 latency over the first N test sentences (0: all of them)
     # students whose alpha is null mix gold labels in (chosen on valid) below this transfer-set size
     gold_mix_below: int = GOLD_MIX_BELOW

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
 import warnings
 from pathlib import Path
@@ -23,10 +24,11 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from checkpoint import load_student, load_teacher
-from config import Config, config_to_dict
+from config import STATIC_INT8_STUDENTS, Config, config_to_dict
 from model import GloveBow, GloveStudent, SiameseStudent, bag_of_ngrams, count_parameters
 from runtime import (
     BUNDLE_FORMAT,
+    INT8_MAX_DROP,
     OpenVinoSession,
     OrtSession,
     Prediction,
@@ -171,18 +173,35 @@ class Predictor:
         base = Path(self.path) / "model.onnx" if self.is_teacher else Path(f"{self.path}.onnx")
         return base.with_name(base.name.replace(".onnx", ".int8.onnx")) if quantized else base
 
-    def export_onnx(self, path: str | Path | None = None, quantize: bool = False) -> list[Path]:
-        """Export to ONNX (dynamic batch and length); with `quantize` also an int8-weight copy."""
+    @property
+    def int8_kind(self) -> str:
+        """`static` for the convolutional students (calibrated activation ranges), else `dynamic`."""
+        return "dynamic" if self.is_teacher or self.config.enc_class not in STATIC_INT8_STUDENTS else "static"
+
+    def export_onnx(self, path: str | Path | None = None, quantize: bool = False,
+                    calibration: Sequence[str] = ()) -> list[Path]:
+        """Export to ONNX (dynamic batch and length); with `quantize` also an int8 copy: static
+        (`quantize_onnx_static`) where `int8_kind` says so and `calibration` sentences are given,
+        else dynamic (int8 weights, activations scaled per call)."""
         path = Path(path) if path else self.onnx_path()
         export_onnx(self.model, path, torch.tensor(self.encode_batch([self.trace_text])))
         written = [path]
         if quantize:
             written.append(path.with_name(path.name.replace(".onnx", "") + ".int8.onnx"))
-            # a teacher keeps its decisions far better with a scale per output channel (label.py's
-            # runtime trials: 99.85% argmax agreement on SST-2 sentences)
-            quantize_onnx(path, written[-1], per_channel=self.is_teacher)
+            self.quantize(path, written[-1], self.ids, calibration)
         self.model.to(self.device)
         return written
+
+    def quantize(self, src: Path, dst: Path, ids: WordIds | SubwordIds, calibration: Sequence[str]) -> str:
+        """Write the int8 copy of the export `src` (read with `ids`); returns how it was quantized."""
+        if self.int8_kind == "static" and calibration:
+            quantize_onnx_static(src, dst, ids.encode_batch(list(calibration)), self.pad_id,
+                                 STATIC_INT8_KEEP_FP32.get(self.config.enc_class, ()))
+            return "static"
+        # a teacher keeps its decisions far better with a scale per output channel (label.py's
+        # runtime trials: 99.85% argmax agreement on SST-2 sentences)
+        quantize_onnx(src, dst, per_channel=self.is_teacher)
+        return "dynamic"
 
     @property
     def trace_text(self) -> str:
@@ -201,12 +220,19 @@ class Predictor:
         self.runtime = runtime + ("-int8" if ".int8." in path.name else "")
 
     # -- deployment --------------------------------------------------------------
-    def export_bundle(self, out_dir: str | Path) -> Path:
+    def export_bundle(self, out_dir: str | Path, quantize: bool = False, calibration: Sequence[str] = (),
+                      check: Sequence[tuple[str, str]] = ()) -> Path:
         """A directory that `runtime.Bundle.load` serves without torch: `bundle.json` (labels,
         tokenization, backends), `model.onnx`, and for a student `vocab.txt` (a bag of n-grams
         also `bow.npz`, its table, for the numpy-only backend), for a teacher its
         `tokenizer.json`; plus a copy of `runtime.py`, the bundle's code. A bag of n-grams is
-        exported with only the n-gram rows training reached (`buckets.npy` lists them)."""
+        exported with only the n-gram rows training reached (`buckets.npy` lists them).
+
+        `quantize` adds `model.int8.onnx` (`quantize`: static with `calibration` sentences for the
+        convolutional students, else dynamic), the `onnxruntime-int8` backend. It becomes the
+        bundle's default only when `check` ((text, label) pairs, e.g. valid) is given and int8's
+        decisions there are right at most `INT8_MAX_DROP` less often than fp32's
+        (`bundle.json`'s `int8_check` records both)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         c = self.config
@@ -228,7 +254,7 @@ class Predictor:
             meta["tokenizer"] = "huggingface"
         else:
             meta.update(tokenizer=c.tokenizer, unk_id=c.unk_token_id, ngrams=self.ids.ngrams, buckets=self.ids.buckets,
-                        sep_id=self.ids.sep_id)
+                        sep_id=self.ids.sep_id, eos=self.ids.eos)
             atomic_write_text(out / "vocab.txt", "".join(f"{t}\n" for t in self.vocab))
         if kept is not None:
             with atomic_path(out / "buckets.npy") as tmp, open(tmp, "wb") as f:
@@ -238,10 +264,18 @@ class Predictor:
             with atomic_path(out / "bow.npz") as tmp, open(tmp, "wb") as f:
                 np.savez(f, **bow_tables(model))
             backends.insert(0, "numpy")
+        if quantize:
+            meta["int8"] = self.quantize(out / "model.onnx", out / "model.int8.onnx", ids, calibration)
+            backends.append("onnxruntime-int8")
         meta.update(backend=backends[0], backends=backends)
         atomic_write_text(out / "bundle.json", json.dumps(meta, indent=2) + "\n")
         with atomic_path(out / "runtime.py") as tmp:
             shutil.copyfile(ROOT / "runtime.py", tmp)
+        if quantize and check:
+            meta["int8_check"] = int8_check(out, check)
+            if meta["int8_check"]["chosen"] and meta["backend"] == "onnxruntime":  # numpy stays first
+                meta["backend"] = "onnxruntime-int8"
+            atomic_write_text(out / "bundle.json", json.dumps(meta, indent=2) + "\n")
         return out
 
 
@@ -306,6 +340,73 @@ def quantize_onnx(src: str | Path, dst: str | Path, per_channel: bool = False) -
     with atomic_path(dst) as tmp:
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=per_channel,
                          reduce_range=per_channel)
+
+
+def int8_check(bundle_dir: Path, check: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """How often the bundle's fp32 and int8 ONNX backends decide `check`'s (text, label) pairs
+    right (multi-label: the whole label set), and whether int8 is chosen."""
+    from runtime import Bundle
+
+    texts, gold = [t for t, _ in check], [g for _, g in check]
+    right = {}
+    for backend in ("onnxruntime", "onnxruntime-int8"):
+        bundle = Bundle.load(bundle_dir, backend)
+        right[backend] = float(np.mean([set(p.label.split(",")) == set(g.split(","))
+                                        for p, g in zip(bundle.predict(texts), gold)]))
+    chosen = right["onnxruntime-int8"] >= right["onnxruntime"] - INT8_MAX_DROP
+    return {"sentences": len(check), "fp32_right": right["onnxruntime"], "int8_right": right["onnxruntime-int8"],
+            "max_drop": INT8_MAX_DROP, "chosen": chosen}
+
+
+# Static int8: a few hundred sentences fix every activation's range, in batches of 32
+CALIBRATION_SENTENCES = 300
+CALIBRATION_BATCH = 32
+
+
+def calibration_sample(sentences: Sequence[str], n: int = CALIBRATION_SENTENCES, seed: int = 0) -> list[str]:
+    """A seeded sample of `n` sentences (all of them if fewer) to calibrate static int8 with."""
+    if len(sentences) <= n:
+        return list(sentences)
+    return random.Random(seed).sample(list(sentences), n)
+
+
+# Layers a student keeps in fp32 under static int8 (ONNX node-name prefixes, from the module
+# names). The DenseNet-DSA's last 1x1 convolution feeds the attention: quantized, it cost 0.77
+# points of SST-2 test accuracy; kept in fp32, 0.28 (each other layer kept alone: 0.55-1.05).
+STATIC_INT8_KEEP_FP32 = {"densenet-dsa": ("/densenet/last/",)}
+QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def quantize_onnx_static(src: str | Path, dst: str | Path, calibration_ids: Sequence[Sequence[int]],
+                         pad_id: int, keep_fp32: Sequence[str] = ()) -> None:
+    """Static int8 quantization in QDQ form: weights int8 with a scale per output channel,
+    activations uint8 with ranges (min-max) fixed from running `calibration_ids` through the fp32
+    model. Only convolutions and matrix products are quantized (their inputs and outputs), less
+    the nodes whose names start with a `keep_fp32` prefix; layer norm, softmax, masking and the
+    embedding lookup stay in fp32, where int8 would cost accuracy for no speed."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    if not calibration_ids:
+        raise ValueError("static int8 needs calibration sentences")
+    excluded = [n.name for n in onnx.load(str(src)).graph.node
+                if n.op_type in QUANTIZED_OPS and n.name.startswith(tuple(keep_fp32))] if keep_fp32 else []
+    order = length_sorted_batches([len(s) for s in calibration_ids], CALIBRATION_BATCH)
+    batches = [pad_ids([calibration_ids[i] for i in b], pad_id) for b in order]  # ([B, T] int64, [B] int64)
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.pending = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.pending, None)
+            return None if batch is None else {"ids": batch[0], "lengths": batch[1]}
+
+    with atomic_path(dst) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the quantizer's advice to pre-process the graph
+        quantize_static(str(src), str(tmp), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=excluded)
 
 
 def describe(predictor: Predictor) -> dict[str, Any]:

@@ -346,6 +346,10 @@ class GloveBow(GloveStudent):
         # deployment stores only the rows in use); words get GloVe (init_embeddings)
         with torch.no_grad():
             self.embedding.weight[vocab_size:].zero_()
+            if config.bow.word_init == "uniform":  # fastText's input rows (the n-gram rows stay zero, see above)
+                bound = 1.0 / config.token_emb_dim
+                self.embedding.weight[:vocab_size].uniform_(-bound, bound)
+                self.embedding.weight[config.pad_token_id].zero_()
         layers: list[nn.Module] = []
         width = config.token_emb_dim
         for hidden in config.bow.hidden:
@@ -354,6 +358,9 @@ class GloveBow(GloveStudent):
         self.out_dim = width
         if num_labels:
             layers.append(nn.Linear(width, num_labels))
+            if config.bow.zero_output:  # fastText's output rows start at zero
+                nn.init.zeros_(layers[-1].weight)
+                nn.init.zeros_(layers[-1].bias)
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -479,7 +486,11 @@ def bag_of_ngrams(model: nn.Module) -> GloveBow | None:
 
 def init_embeddings(model: GloveStudent | SiameseStudent, matrix: torch.Tensor) -> None:
     """Copy the GloVe matrix `[vocab, dim]` into the first rows of the student's embedding
-    table (a bag of n-grams' table has its n-gram rows after the words)."""
+    table (a bag of n-grams' table has its n-gram rows after the words); a bag whose
+    `bow.word_init` is "uniform" keeps its own word rows."""
+    bow = model.config.bow
+    if bow is not None and bow.word_init == "uniform":
+        return
     rows, dim = model.embedding.weight.shape
     fits = matrix.shape[0] == rows or (bag_of_ngrams(model) is not None and matrix.shape[0] < rows)
     if matrix.shape[1] != dim or not fits:

@@ -6,6 +6,9 @@ a model for deployment (a bundle, or ONNX files).
     python predict.py --model_path=pytorch-model-cnn.pt --export_bundle=bundle/     # for runtime.py
     python predict.py --bundle=bundle/ < sentences.txt          # numpy + onnxruntime, no torch
     python predict.py --model_path=pytorch-model-cnn.pt --export_onnx --quantize   # .onnx and .int8.onnx
+    # a bundle with static int8 (calibrated on training sentences), its default if it keeps valid accuracy
+    python predict.py --model_path=cnn.pt --export_bundle=bundle/ --quantize \
+        --calibration_file=data/sst2/train.txt --check_file=data/sst2/valid.txt
     # a cascade: the student answers when its top probability is >= 0.9, the teacher the rest
     python predict.py --bundle=cnn-bundle/ --cascade_teacher=teacher-bundle/ --defer_below=0.9 < sentences.txt
 
@@ -61,7 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the model as ONNX (dynamic batch and length) beside it: <model>.onnx, or model.onnx "
                         "in a teacher's directory (and label --input only if given)")
     p.add_argument("--quantize", action="store_true",
-                   help="with --export_onnx: also a dynamically int8-quantized copy (<name>.int8.onnx)")
+                   help="with --export_onnx or --export_bundle: also an int8 copy (<name>.int8.onnx; a bundle's "
+                        "onnxruntime-int8 backend): static for the cnn and DenseNet students given "
+                        "--calibration_file, else dynamic")
+    p.add_argument("--calibration_file", metavar="FILE",
+                   help="with --quantize: sentences (a data file; a seeded sample of 300 lines) that fix static "
+                        "int8's activation ranges, e.g. train.txt")
+    p.add_argument("--check_file", metavar="FILE",
+                   help="with --export_bundle --quantize: labeled lines (e.g. valid.txt); int8 becomes the bundle's "
+                        "default backend only if its decisions there are right at most 0.3 points less often")
     return p
 
 
@@ -98,9 +109,13 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UserError("a cascade takes --bundle (the student), --cascade_teacher and --defer_below together")
     if args.defer_below is not None and not 0.0 <= args.defer_below <= 1.0:
         raise UserError(f"--defer_below is a probability: 0 to 1, got {args.defer_below:g}")
-    if args.quantize and not args.export_onnx:
-        raise UserError("--quantize writes an int8 copy while exporting: add --export_onnx (to run that copy: "
-                        "--enable_ort --onnx_path=<model>.int8.onnx)")
+    if args.quantize and not (args.export_onnx or args.export_bundle):
+        raise UserError("--quantize writes an int8 copy while exporting: add --export_onnx or --export_bundle (to "
+                        "run that copy: --enable_ort --onnx_path=<model>.int8.onnx)")
+    if args.calibration_file and not args.quantize:
+        raise UserError("--calibration_file calibrates static int8: add --quantize")
+    if args.check_file and not (args.quantize and args.export_bundle):
+        raise UserError("--check_file decides a bundle's int8 default: add --export_bundle and --quantize")
     if args.onnx_path and not args.enable_ort:
         raise UserError("--onnx_path names the model --enable_ort runs: add --enable_ort")
 
@@ -124,16 +139,21 @@ def load_model(args: argparse.Namespace) -> Any:
             return Cascade(bundle, load_bundle(args.cascade_teacher, args.num_threads), args.defer_below)
         except ValueError as e:
             raise UserError(str(e)) from e
-    from inference import Predictor
+    from dataset import read_examples
+    from inference import Predictor, calibration_sample
     from util import resolve_device, set_threads
 
     device = resolve_device(args.device)
     set_threads(args.num_threads)
     predictor = Predictor.load(args.model_path or args.teacher, device)
+    calibration = calibration_sample(read_input(args.calibration_file, bool(predictor.pairs))) \
+        if args.calibration_file else []
     if args.export_bundle:
-        logger.info("[Bundle] %s", predictor.export_bundle(args.export_bundle))
+        check = [(e.sentence, e.label) for e in read_examples(args.check_file, multi_label=predictor.multi_label)] \
+            if args.check_file else []
+        logger.info("[Bundle] %s", predictor.export_bundle(args.export_bundle, args.quantize, calibration, check))
     if args.export_onnx:
-        for path in predictor.export_onnx(quantize=args.quantize):
+        for path in predictor.export_onnx(quantize=args.quantize, calibration=calibration):
             logger.info("[ONNX] %s", path)
     if args.enable_ort:
         if device.type != "cpu":

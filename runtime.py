@@ -201,10 +201,15 @@ NGRAM_MULTIPLIER = 1_000_003
 NGRAM_MODULUS = (1 << 61) - 1
 
 
-def ngram_features(word_ids: Sequence[int], ngrams: int, buckets: int, offset: int) -> list[int]:
+def ngram_features(word_ids: Sequence[int], ngrams: int, buckets: int, offset: int, eos: bool = False) -> list[int]:
     """Word ids followed by the hashed id of every 2..`ngrams`-gram of them, shifted by
-    `offset` (the vocabulary size) so that words and n-grams index one table."""
+    `offset` (the vocabulary size) so that words and n-grams index one table. With `eos`,
+    fastText's `</s>`: the id `offset` (no word's) ends the sentence, in a hashed row of its
+    own and in the n-grams that reach the end."""
     features = list(word_ids)
+    if eos:
+        features.append(offset + offset % buckets)  # `</s>` alone: the hash of a one-id sequence is the id
+        word_ids = [*word_ids, offset]
     for n in range(2, ngrams + 1):
         for start in range(len(word_ids) - n + 1):
             h = word_ids[start]
@@ -242,7 +247,7 @@ class WordIds:
 
     def __init__(self, vocab: Sequence[str], tokenizer: WordTokenizer, n_ctx: int, unk_id: int = 1,
                  ngrams: int = 1, buckets: int = 0, kept_buckets: Sequence[int] | None = None,
-                 sep_id: int | None = None):
+                 sep_id: int | None = None, eos: bool = False):
         self.index = {t: i for i, t in enumerate(vocab)}
         self.sep_id = sep_id
         if sep_id is not None:
@@ -250,6 +255,7 @@ class WordIds:
             self.index.pop(vocab[sep_id], None)
         self.tokenizer, self.n_ctx, self.unk_id = tokenizer, n_ctx, unk_id
         self.ngrams, self.buckets, self.vocab_size = ngrams, buckets, len(vocab)
+        self.eos = eos  # fastText's `</s>` among the n-gram features (`ngram_features`)
         # a bundle's bag of n-grams keeps only the buckets training reached (`kept_buckets`,
         # ascending, from `prune_buckets`), and its table's rows are laid out by `kept_bucket_rows`
         self.bucket_rows = None if kept_buckets is None else kept_bucket_rows(kept_buckets)
@@ -289,7 +295,7 @@ class WordIds:
         if self.sep_id is not None and self.sep_id in word_ids:
             cut = list(word_ids).index(self.sep_id)
             return [*self.features(word_ids[:cut]), self.sep_id, *self.features(word_ids[cut + 1:])]
-        features = ngram_features(word_ids, self.ngrams, self.buckets, self.vocab_size)
+        features = ngram_features(word_ids, self.ngrams, self.buckets, self.vocab_size, self.eos)
         if self.bucket_rows is None:
             return features
         v, rows, unseen = self.vocab_size, self.bucket_rows, len(self.bucket_rows)
@@ -494,6 +500,10 @@ class NumpyBag:
         return np.stack([self.one(row[:n]) for row, n in zip(ids, lengths)]).astype(np.float32)
 
 
+# int8 counts as good enough (a bundle's default, a model's fastest runtime in the benchmark)
+# only if its decisions are right at most this much less often than fp32's: 0.3 points
+INT8_MAX_DROP = 0.003
+
 # backend name -> (file in the bundle, how to open it)
 BACKENDS: dict[str, tuple[str, Callable[[Path, int], Callable[[np.ndarray, np.ndarray], np.ndarray]]]] = {
     "numpy": ("bow.npz", lambda path, threads: NumpyBag(path)),
@@ -538,7 +548,7 @@ class Bundle:
             kept = np.load(path / meta["kept_buckets"], allow_pickle=False) if meta.get("kept_buckets") else None
             self.ids = WordIds(vocab, WordTokenizer(meta["tokenizer"], meta["lowercase"]), meta["n_ctx"],
                                meta["unk_id"], meta.get("ngrams", 1), meta.get("buckets", 0), kept,
-                               meta.get("sep_id"))
+                               meta.get("sep_id"), meta.get("eos", False))
         # True: sentence pairs; False: single sentences; None: either (a brought teacher)
         self.pairs: bool | None = meta.get("pairs", False)
         filename, opener = BACKENDS[backend]

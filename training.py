@@ -366,7 +366,8 @@ class StudentTask(Task):
         self.output, self.last_path = output, Path(f"{output}.last")
         name = self.train_name()
         self.vocab, matrix = read_vocab(data_dir)
-        if matrix.shape[1] != model_config.token_emb_dim:
+        uniform = model_config.bow is not None and model_config.bow.word_init == "uniform"  # GloVe unused
+        if matrix.shape[1] != model_config.token_emb_dim and not uniform:
             raise UserError(f"{data_dir / 'embedding.npy'}: vectors of dimension {matrix.shape[1]}, but the config "
                             f"has token_emb_dim {model_config.token_emb_dim}; rerun preprocess.py with matching vectors")
         if train_config.distill:

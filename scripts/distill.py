@@ -209,18 +209,24 @@ def read_results(path: Path) -> dict | None:
     return read_json(path) if path.exists() else None
 
 
-def accuracy_cell(results: list[dict]) -> str:
-    """One run: `acc (correct/total)`, multi-label `macro-F1 (micro-F1 m)`; several seeds:
-    `mean ± std (n seeds: a, b, c)` of the accuracy (multi-label: of the macro-F1)."""
-    multi = "macro_f1" in results[0] and "accuracy" not in results[0]
+def mean_std(values: list[float]) -> str:
+    """`mean ± std (n seeds: a, b, c)`, or the one value."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    mean = sum(values) / len(values)
+    std = (sum((a - mean) ** 2 for a in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.2f} ± {std:.2f} ({len(values)} seeds: {', '.join(f'{a:.2f}' for a in values)})"
+
+
+def score_cells(results: list[dict], multi_label: bool) -> list[str]:
+    """Single-label: the test accuracy, with `(correct/total)` for one run. Multi-label: macro-F1 (the headline),
+    micro-F1 and exact match, each a mean ± std over the seeds."""
+    if multi_label:
+        return [mean_std([100 * r[k] for r in results]) for k in ("macro_f1", "micro_f1", "exact_match")]
     if len(results) == 1:
         r = results[0]
-        return (f"{100 * r['macro_f1']:.2f} (micro-F1 {100 * r['micro_f1']:.2f})" if multi else
-                f"{100 * r['accuracy']:.2f} ({r['correct']}/{r['total']})")
-    accs = [100 * r["macro_f1" if multi else "accuracy"] for r in results]
-    mean = sum(accs) / len(accs)
-    std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5
-    return f"{mean:.2f} ± {std:.2f} ({len(accs)} seeds: {', '.join(f'{a:.2f}' for a in accs)})"
+        return [f"{100 * r['accuracy']:.2f} ({r['correct']}/{r['total']})"]
+    return [mean_std([100 * r["accuracy"] for r in results])]
 
 
 def budget_cell(trained: list[dict]) -> str:
@@ -256,22 +262,27 @@ def transfer_summary(work: Path, transfers: list[str], unit: str = "sentence") -
 def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherPlan, recipe: Recipe,
                 models: list[str], record: dict, recipe_path: str, transfers: list[str]) -> None:
     """The results table, from the runs' results files (nothing typed by hand)."""
+    multi = recipe.multi_label
+    scores = ["test macro-F1 %", "test micro-F1 %", "test exact match %"] if multi else ["test accuracy %"]
+    header = ["model", "trained on", *scores, "ms/example", "padded ms/example", "parameters", "without embeddings",
+              "train min", "steps: best / run (stop)", "ECE: T = 1 -> calibrated (T)"]
+    n_columns = len(header)
 
     def row(name: str, trained_on: str, results: list[dict], train_results: list[Path], padded: Path | None) -> str:
         if not results:
-            return f"| {name} | {trained_on} | (not run yet) | | | | | | | |"
+            return f"| {name} | {trained_on} | (not run yet) |" + " |" * (n_columns - 3)
         res = results[0]
         trained = [t for t in map(read_results, train_results) if t]
         train_s = [t["seconds"] for t in trained]
         pad = read_results(padded) if padded else None
-        return (f"| {name} | {trained_on} | {accuracy_cell(results)} | {res['ms_per_example']:.3f} | "
+        return (f"| {name} | {trained_on} | {' | '.join(score_cells(results, multi))} | {res['ms_per_example']:.3f} | "
                 f"{'' if pad is None else format(pad['ms_per_example'], '.3f')} | "
                 f"{res['parameters']:,} | {res['parameters_without_embeddings']:,} | "
                 f"{f'{sum(train_s) / len(train_s) / 60:.1f}' if train_s else ''} | {budget_cell(trained)} | "
                 f"{ece_cell(res)} |")
 
     if teacher.kind == "file":
-        rows = [f"| teacher: {teacher.name} | (scores from a file; no teacher ran) | | | | | | | | |"]
+        rows = [f"| teacher: {teacher.name} | (scores from a file; no teacher ran) |" + " |" * (n_columns - 2)]
     else:
         teacher_res = read_results(out / "teacher.results.json")
         rows = [row(f"{teacher.name} teacher", "gold labels (fine-tuned here)" if teacher.kind == "finetune"
@@ -297,16 +308,13 @@ def write_table(path: Path, title: str, out: Path, data: Path, teacher: TeacherP
         f"Test set: `{data.name}/test.txt` ({n_test:,} {unit}s, {n_labels} labels). Latency: `evaluate.py` at batch "
         f"size 1, 1 CPU thread, PyTorch eager, after 10 warm-up {unit}s, on {cpu_model()} ({os.cpu_count()} "
         f"cores): *ms/example* from the raw {unit} (tokenization included), *padded* from ids padded to n_ctx "
-        "(`--pad_to_n_ctx`, the seed's method). With several seeds: mean ± standard deviation of the test accuracy, "
+        "(`--pad_to_n_ctx`, the seed's method). With several seeds: mean ± standard deviation of each test score, "
         "the latency of the first seed's model.",
         f"Recipe: `{recipe_path}`{teacher_recipe}, augmentation n_iter {recipe.n_iter}"
         + (f", training subset {recipe.train_subset:,} sentences" if recipe.train_subset else "")
         + "; the students' epochs and learning rates are in the recipe.",
         transfer_summary(data, transfers, unit), "",
-        f"| model | trained on | test {'macro-F1' if recipe.multi_label else 'accuracy'} % | ms/example | padded "
-        "ms/example | parameters | without embeddings | train min | steps: best / run (stop) | ECE: T = 1 -> "
-        "calibrated (T) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
+        "| " + " | ".join(header) + " |", "|" + " --- |" * n_columns, *rows, "",
         "*steps*: the optimizer step of the checkpoint kept (best on valid) and the steps run, with why training "
         "stopped (`budget`: the recipe's epochs, at least its min_steps; `early stop`: no gain on valid for "
         "patience_steps), and the gold-label weight alpha when it was chosen on valid; first seed's run. *ECE*: "

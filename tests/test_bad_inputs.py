@@ -209,7 +209,11 @@ def test_evaluate_has_no_set_and_predict_takes_one_source(data_dir, student_conf
         assert e.value.code == 2
     check_refused(capsys, predict, [f"--bundle={tmp_path}", "--enable_ort"], "are for checkpoints")
     check_refused(capsys, predict, ["--model_path=a.pt", "--onnx_path=a.onnx"], "add --enable_ort")
-    check_refused(capsys, predict, ["--model_path=a.pt", "--quantize"], "add --export_onnx")
+    check_refused(capsys, predict, ["--model_path=a.pt", "--quantize"], "add --export_onnx or --export_bundle")
+    check_refused(capsys, predict, ["--model_path=a.pt", "--export_onnx", "--calibration_file=t.txt"],
+                  "add --quantize")
+    check_refused(capsys, predict, ["--model_path=a.pt", "--export_onnx", "--quantize", "--check_file=v.txt"],
+                  "add --export_bundle and --quantize")
     check_refused(capsys, predict, [f"--bundle={tmp_path}", "--export_onnx"], "are for checkpoints")
     check_refused(capsys, predict, [f"--bundle={tmp_path}", f"--input={data_dir / 'test.txt'}"],
                   "cannot load the bundle")

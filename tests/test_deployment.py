@@ -81,6 +81,61 @@ def test_student_bundle_gives_the_torch_path_logits(enc_class, tmp_path):
             Bundle.load(out, backend="numpy")
 
 
+@pytest.mark.parametrize("enc_class", ["densenet-cnn", "densenet-dsa", "bilstm"])
+def test_int8_bundle_is_static_for_convolutions_and_default_only_if_it_keeps_accuracy(enc_class, tmp_path):
+    """`--quantize`: a convolutional student gets static int8 (QDQ: quantize and dequantize nodes,
+    activation ranges from the calibration sentences), others dynamic; both close to fp32. int8
+    is the default backend only when the check set says it is as accurate (here: labels that
+    are fp32's own decisions, so int8 can only tie or lose)."""
+    import onnx
+
+    predictor = Predictor.load(random_student(tmp_path, enc_class))
+    calibration = [s for s in HARD if s.strip()] + SENTENCES
+    check = [(s, p.label) for s, p in zip(SENTENCES, predictor.predict(SENTENCES))]
+    out = predictor.export_bundle(tmp_path / "bundle", quantize=True, calibration=calibration, check=check)
+    meta = json.loads((out / "bundle.json").read_text())
+    ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
+    if enc_class != "bilstm":
+        assert meta["int8"] == "static" and {"QuantizeLinear", "DequantizeLinear"} <= ops
+        graph = onnx.load(str(out / "model.int8.onnx")).graph
+        dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        convs = {n.name: n for n in graph.node if n.op_type == "Conv"}
+        # the DSA's last convolution stays fp32 (inference.STATIC_INT8_KEEP_FP32), the others are int8
+        last = convs.pop("/densenet/last/Conv")
+        if enc_class == "densenet-dsa":
+            assert not set(last.input) & dequantized
+        else:
+            assert set(last.input[:2]) <= dequantized
+        assert all(set(n.input[:2]) <= dequantized for n in convs.values())
+    else:
+        assert meta["int8"] == "dynamic" and "QuantizeLinear" not in ops
+    assert meta["backends"] == ["onnxruntime", "onnxruntime-int8"]
+    fp32 = Bundle.load(out, "onnxruntime").logits(SENTENCES)
+    int8 = Bundle.load(out, "onnxruntime-int8").logits(SENTENCES)
+    assert np.abs(int8 - fp32).max() < 0.05 * np.abs(fp32).max() + 0.05
+    result = meta["int8_check"]
+    assert result["fp32_right"] == 1.0 and result["sentences"] == len(SENTENCES)
+    assert meta["backend"] == ("onnxruntime-int8" if result["int8_right"] >= 1.0 - result["max_drop"]
+                               else "onnxruntime")
+    # without a check set int8 is offered, never the default
+    plain = json.loads((predictor.export_bundle(tmp_path / "plain", quantize=True, calibration=calibration)
+                        / "bundle.json").read_text())
+    assert plain["backend"] == "onnxruntime" and "int8_check" not in plain
+
+
+def test_predict_exports_a_calibrated_int8_bundle(data_dir, tmp_path):
+    """predict.py --export_bundle --quantize --calibration_file --check_file: the bundle has both
+    backends, static int8, and a check on the labeled file (labels the model never saw: it
+    still records both runtimes' share right)."""
+    model = random_student(tmp_path, "cnn")
+    out = tmp_path / "bundle"
+    assert predict.main([f"--model_path={model}", f"--export_bundle={out}", "--quantize",
+                         f"--calibration_file={data_dir / 'train.txt'}", f"--check_file={data_dir / 'valid.txt'}"]) == 0
+    meta = json.loads((out / "bundle.json").read_text())
+    assert meta["int8"] == "static" and meta["backends"] == ["onnxruntime", "onnxruntime-int8"]
+    assert meta["int8_check"]["sentences"] == 40 and meta["int8_check"]["fp32_right"] == 0.0
+
+
 @pytest.mark.parametrize("enc_class", ["bow", "dan"])
 def test_bag_bundle_keeps_only_the_buckets_training_reached(enc_class, tmp_path):
     """A bag of n-grams ships the n-gram rows that are not zero and one zero row for the rest:

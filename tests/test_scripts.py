@@ -80,7 +80,11 @@ def test_bench_on_random_weights(data_dir, tiny_transformer, tmp_path):
     assert "| bow | random | numpy | 1 |" in table and "| teacher | random | pytorch | 1 |" in table
     assert "Speed-up over the PyTorch teacher" in table
     assert (out / "accuracy_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (tmp_path / "onnx" / "bow" / "float" / "bow.npz").exists()
+    assert (tmp_path / "onnx" / "bow" / "bundle" / "bow.npz").exists()
+    # static int8 for the CNN (calibrated), dynamic for the teacher and the bag
+    assert {(r["model"], r["int8"]) for r in records if r["runtime"] == "onnxruntime-int8"} == {
+        ("cnn", "static"), ("teacher", "dynamic"), ("bow", "dynamic")}
+    assert "| cnn | random | onnxruntime-int8 (static) | 1 |" in table
 
 
 def test_few_labels_split_keeps_a_seeded_subset_and_drops_the_rest_labels(data_dir, tmp_path, capsys):
@@ -105,3 +109,17 @@ def test_few_labels_split_keeps_a_seeded_subset_and_drops_the_rest_labels(data_d
 
     with pytest.raises(UserError, match="--labeled must be between 1 and 239"):
         few_labels.split(data_dir, out, 240, seed=42)
+
+
+def test_a_runtime_is_a_models_fastest_only_within_0_3_points_of_pytorch():
+    """bench.fastest: a faster int8 runtime that loses more than 0.3 points of accuracy is passed over."""
+    import bench
+
+    def rec(runtime, ms, acc, threads=1):
+        return {"model": "cnn", "runtime": runtime, "threads": threads, "text_ms_p50": ms, "test_accuracy": acc}
+
+    records = [rec("pytorch", 1.0, 0.900), rec("onnxruntime", 0.8, 0.900), rec("onnxruntime-int8", 0.3, 0.8960),
+               rec("onnxruntime-int8", 0.1, 0.900, threads=2)]
+    assert bench.fastest(records, "cnn")["runtime"] == "onnxruntime"
+    records[2]["test_accuracy"] = 0.8975  # 0.25 points below
+    assert bench.fastest(records, "cnn")["runtime"] == "onnxruntime-int8"

@@ -351,3 +351,39 @@ def test_parameter_counts_of_the_shipped_configs(enc_class):
         counts = count_parameters(build_student(config, vocab, num_labels=2))
         tables = vocab * dim + (config.bow.buckets * dim if config.bow else 0)
         assert counts == {"parameters": without + tables, "parameters_without_embeddings": without}
+
+
+def test_bag_trained_as_fasttext_inits_and_features(data_dir, glove_path, student_config, tmp_path):
+    """bow.eos / word_init / zero_output: `</s>` is a feature of its own and ends the last bigram;
+    word rows start uniform in +-1/dim (GloVe is not copied in), the output layer at zero; the
+    bag learns the toy task that way and its bundle gives its logits."""
+    from inference import Predictor
+    from model import init_embeddings
+    from runtime import Bundle, ngram_features
+
+    # `</s>` (id = the vocabulary size, 10) is hashed alone and after the last word
+    assert ngram_features([3, 4], 2, 7, 10) == [3, 4, 10 + (3 * 1_000_003 + 4) % 7]
+    assert ngram_features([3, 4], 2, 7, 10, eos=True) == [3, 4, 10 + 10 % 7, 10 + (3 * 1_000_003 + 4) % 7,
+                                                          10 + (4 * 1_000_003 + 10) % 7]
+    fast = {"eos": True, "word_init": "uniform", "zero_output": True}
+    config = config_from_dict({"emb_class": "glove", "enc_class": "bow", "token_emb_dim": EMB_DIM,
+                               "dropout": 0.0, "bow": {"buckets": 97, **fast}}, "test")
+    torch.manual_seed(0)
+    model = build_student(config, vocab_size=30, num_labels=2)
+    words = model.embedding.weight[:30]
+    assert words.abs().max() <= 1 / EMB_DIM and words[1:].abs().sum() > 0 and not words[0].any()
+    assert not model.mlp[-1].weight.any() and not model.mlp[-1].bias.any()
+    init_embeddings(model, torch.ones(30, EMB_DIM))  # GloVe is not copied over the uniform rows
+    assert model.embedding.weight[:30].abs().max() <= 1 / EMB_DIM
+    path = student_config("bow", bow={"buckets": 97, **fast})
+    save = tmp_path / "bow-fast.pt"
+    # fastText steps per sentence: its lr times the batch (32) is the same step size
+    run_student(data_dir, glove_path, path, save, "--optimizer=sgd", lr="16", epochs=8)
+    predictor = Predictor.load(save)
+    assert predictor.ids.eos
+    sentences = [line.split("\t")[0] for line in (data_dir / "test.txt").read_text().splitlines()]
+    gold = [line.split("\t")[1] for line in (data_dir / "test.txt").read_text().splitlines()]
+    assert np.mean([p.label == g for p, g in zip(predictor.predict(sentences), gold)]) >= 0.8
+    bundle = Bundle.load(predictor.export_bundle(tmp_path / "bundle"))
+    assert bundle.ids.eos and bundle.backend == "numpy"
+    np.testing.assert_allclose(bundle.logits(sentences), predictor.logits(sentences).numpy(), atol=1e-5, rtol=0)
