@@ -37,7 +37,7 @@ from dataset import (
     transfer_line,
 )
 from inference import Predictor, decision_agreement, logits_for_batches, predict_logits, session_forward
-from runtime import OrtSession, WordTokenizer, length_sorted_batches
+from runtime import OrtSession, WordTokenizer, length_sorted_batches, near_ties
 from util import DistContext, UserError, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -170,11 +170,7 @@ class TeacherScorer:
                                    self.amp, progress=False).numpy() if mine else
                 np.zeros((0, len(self.columns)), dtype=np.float32))  # [len(indices), K]
         if self.rescore_margin and len(rows):
-            if self.predictor.multi_label:  # a label's decision flips where its logit crosses 0
-                close = np.flatnonzero(np.abs(rows).min(axis=1) < self.rescore_margin)
-            else:
-                top2 = np.sort(rows, axis=1)[:, -2:]  # [n, 2]
-                close = np.flatnonzero(top2[:, 1] - top2[:, 0] < self.rescore_margin)
+            close = near_ties(rows, self.rescore_margin, self.predictor.multi_label)
             if len(close):
                 picked = [int(indices[i]) for i in close]
                 again = length_sorted_batches([len(ids[i]) for i in picked], self.batch_size)

@@ -383,6 +383,16 @@ class Prediction(NamedTuple):
     probabilities: dict[str, float]
 
 
+def near_ties(logits: np.ndarray, margin: float, multi_label: bool = False) -> np.ndarray:
+    """Rows of `[n, K]` logits whose decision a small error could flip: the top two logits less
+    than `margin` apart (multi-label: some logit within `margin` of 0, where its label flips).
+    Returns their indices `[m]`; an int8 labeler scores these again in fp32."""
+    if multi_label:
+        return np.flatnonzero(np.abs(logits).min(axis=1) < margin)
+    top2 = np.sort(logits, axis=1)[:, -2:]  # [n, 2]
+    return np.flatnonzero(top2[:, 1] - top2[:, 0] < margin)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax of `[n, K]` logits."""
     z = np.exp(logits - logits.max(axis=1, keepdims=True))

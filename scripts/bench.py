@@ -8,7 +8,9 @@ ones import no torch, so their memory is what a deployment uses.
     QUICK=1 python scripts/bench.py    # 200 sentences, one pass
 
 Runtimes: `pytorch` (eager), `onnxruntime`, `onnxruntime-int8` (static int8 for the cnn and the
-DenseNets, calibrated on 300 training sentences; dynamic for the others), `numpy` (the
+DenseNets, calibrated on 300 training sentences; dynamic for the others),
+`onnxruntime-int8-rescored` (the teacher only: the labeler, int8 with near-ties scored again in
+fp32, margin `--rescore_margin`), `numpy` (the
 bag of n-grams' folded tables). Models come from `make distill` (checkpoints/sst2) where they
 exist; otherwise from their configs with random weights (a random head on the MiniLM backbone
 for the teacher), marked `random` in every record: speed does not depend on the weights.
@@ -31,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dataset import read_examples  # noqa: E402
-from runtime import INT8_MAX_DROP  # noqa: E402
+from runtime import INT8_MAX_DROP, near_ties  # noqa: E402
 from timing import summary, time_calls  # noqa: E402
 from util import (  # noqa: E402
     UserError,
@@ -44,7 +46,9 @@ from util import (  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-RUNTIMES = ("pytorch", "onnxruntime", "onnxruntime-int8", "numpy")
+# the teacher's labeling runtime as the recipes run it: int8 with near-ties rescored in fp32
+RESCORED = "onnxruntime-int8-rescored"
+RUNTIMES = ("pytorch", "onnxruntime", "onnxruntime-int8", RESCORED, "numpy")
 MODELS = ("teacher", "cnn", "densenet-cnn", "densenet-dsa", "bilstm", "bow", "dan")
 
 
@@ -139,7 +143,8 @@ def worker(args: argparse.Namespace) -> list[dict]:
         else:
             from runtime import Bundle
 
-            bundle = Bundle.load(info["bundle"], args.runtime, num_threads=threads)
+            rescored = args.runtime == RESCORED
+            bundle = Bundle.load(info["bundle"], "onnxruntime-int8" if rescored else args.runtime, num_threads=threads)
             labels = bundle.labels
 
             def from_ids(ids: list[int]) -> int:
@@ -149,6 +154,18 @@ def worker(args: argparse.Namespace) -> list[dict]:
                 return from_ids(bundle.encode(s))
 
             batch_logits = bundle.logits_for_ids
+            if rescored:  # the labeler's runtime: int8, near-ties scored again in fp32 (label.py)
+                fp32 = Bundle.load(info["bundle"], "onnxruntime", num_threads=threads)
+
+                def batch_logits(batch: list[list[int]]) -> np.ndarray:
+                    logits = bundle.logits_for_ids(batch)
+                    close = near_ties(logits, args.rescore_margin, bundle.multi_label)
+                    if len(close):
+                        logits[close] = fp32.logits_for_ids([batch[i] for i in close])
+                    return logits
+
+                def from_ids(ids: list[int]) -> int:
+                    return int(batch_logits([ids])[0].argmax())
 
             encode = bundle.encode_batch
         ids = encode(sentences)
@@ -161,7 +178,7 @@ def worker(args: argparse.Namespace) -> list[dict]:
         big = [b for b in batches if len(b) == 128] or batches
         seconds = time_calls(batch_logits, big, 1, 1).sum() / 1000
         records.append({"model": args.model, "weights": info["weights"], "runtime": args.runtime, "threads": threads,
-                        **({"int8": info["int8"]} if args.runtime.endswith("int8") else {}),
+                        **({"int8": info["int8"]} if "int8" in args.runtime else {}),
                         "sentences": len(timed), "test_accuracy": accuracy, "text_ms_p50": text["ms_p50"],
                         "text_ms_p90": text["ms_p90"], "ids_ms_p50": only_ids["ms_p50"],
                         "ids_ms_p90": only_ids["ms_p90"], "batch128_sentences_per_s": 128 * len(big) / seconds})
@@ -256,7 +273,7 @@ def plot(report: dict, peers: dict | None, path: Path) -> None:
     points += [(p["ms_p50"], 100 * p["test_accuracy"], f"{p['peer']}: {p['setting']}", "peer")
                for p in (peers or {}).get("records", [])]
     fig, ax = plt.subplots(figsize=(8, 5.2))
-    markers = {"pytorch": "o", "onnxruntime": "s", "onnxruntime-int8": "^", "numpy": "D", "peer": "x"}
+    markers = {"pytorch": "o", "onnxruntime": "s", "onnxruntime-int8": "^", RESCORED: "v", "numpy": "D", "peer": "x"}
     names = list(dict.fromkeys(p[2] for p in points))
     colors = {m: f"C{i % 10}" for i, m in enumerate(names)}
     for ms, acc, name, runtime in points:
@@ -303,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runtimes", default=",".join(RUNTIMES))
     p.add_argument("--teacher_model", default="embeddings/all-MiniLM-L6-v2", help="backbone of a random teacher")
     p.add_argument("--embedding_path", default="embeddings/glove.6B.50d.txt", help="vectors of random students")
+    p.add_argument("--rescore_margin", type=float, default=2.0,
+                   help=f"{RESCORED}: the top-two logit margin below which int8 is rescored in fp32 (the "
+                        "single-label recipes' label_rescore_margin)")
     p.add_argument("--plot_only", action="store_true", help="rewrite bench.md and the plot from bench.json")
     # one (model, runtime) in a fresh process
     p.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
@@ -336,8 +356,11 @@ def main(argv: list[str] | None = None) -> int:
                 for runtime in args.runtimes.split(","):
                     if runtime == "numpy" and not info["has_numpy"]:
                         continue  # only bags of n-grams fold into numpy tables
+                    if runtime == RESCORED and model != "teacher":
+                        continue  # the labeler's runtime
                     logger.info("[Bench] %s / %s", model, runtime)
                     records += run_child(["--worker", f"--model={model}", f"--runtime={runtime}", f"--n={args.n}",
+                                          f"--rescore_margin={args.rescore_margin}",
                                           f"--repeats={args.repeats}", f"--warmup={args.warmup}",
                                           f"--prepared={json.dumps(info)}", *common], f"{model}/{runtime}")
             report = {"command": "QUICK=1 make bench" if args.quick else "make bench", "data_dir": args.data_dir,

@@ -5,6 +5,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import preprocess
@@ -61,7 +62,8 @@ def test_bench_on_random_weights(data_dir, tiny_transformer, tmp_path):
     report = json.loads((out / "bench.json").read_text())
     records = report["records"]
     float_runtimes = {"pytorch", "onnxruntime", "onnxruntime-int8"}
-    expected = {(m, r) for m in ("teacher", "cnn", "bow") for r in float_runtimes} | {("bow", "numpy")}
+    expected = {(m, r) for m in ("teacher", "cnn", "bow") for r in float_runtimes} | {
+        ("bow", "numpy"), ("teacher", "onnxruntime-int8-rescored")}
     assert {(r["model"], r["runtime"]) for r in records} == expected
     assert len(records) == 2 * len(expected)  # one thread and all cores
     assert {r["threads"] for r in records} == {1, os.cpu_count()}
@@ -74,7 +76,7 @@ def test_bench_on_random_weights(data_dir, tiny_transformer, tmp_path):
     # every float runtime of a model runs the same weights: the same accuracy
     for model in ("teacher", "cnn", "bow"):
         accuracies = {r["test_accuracy"] for r in records if r["model"] == model and r["runtime"] in float_runtimes
-                      and not r["runtime"].endswith("int8")}
+                      and "int8" not in r["runtime"]}
         assert len(accuracies) == 1, (model, accuracies)
     table = (out / "bench.md").read_text()
     assert "| bow | random | numpy | 1 |" in table and "| teacher | random | pytorch | 1 |" in table
@@ -85,6 +87,9 @@ def test_bench_on_random_weights(data_dir, tiny_transformer, tmp_path):
     assert {(r["model"], r["int8"]) for r in records if r["runtime"] == "onnxruntime-int8"} == {
         ("cnn", "static"), ("teacher", "dynamic"), ("bow", "dynamic")}
     assert "| cnn | random | onnxruntime-int8 (static) | 1 |" in table
+    # the random tiny teacher's logits are all near-ties at margin 2: rescored, it is fp32 exactly
+    by_runtime = {r["runtime"]: r["test_accuracy"] for r in records if r["model"] == "teacher" and r["threads"] == 1}
+    assert by_runtime["onnxruntime-int8-rescored"] == by_runtime["onnxruntime"]
 
 
 def test_few_labels_split_keeps_a_seeded_subset_and_drops_the_rest_labels(data_dir, tmp_path, capsys):
@@ -123,3 +128,13 @@ def test_a_runtime_is_a_models_fastest_only_within_0_3_points_of_pytorch():
     assert bench.fastest(records, "cnn")["runtime"] == "onnxruntime"
     records[2]["test_accuracy"] = 0.8975  # 0.25 points below
     assert bench.fastest(records, "cnn")["runtime"] == "onnxruntime-int8"
+
+
+def test_near_ties_are_the_rows_a_small_error_could_flip():
+    from runtime import near_ties
+
+    logits = np.array([[2.0, 1.5, -1.0], [3.0, 0.0, 0.1], [0.2, 0.1, 0.15]])
+    assert near_ties(logits, 1.0).tolist() == [0, 2]
+    assert near_ties(logits, 0.01).tolist() == []
+    # multi-label: a logit within the margin of 0
+    assert near_ties(np.array([[2.0, -3.0], [0.5, -4.0]]), 1.0, multi_label=True).tolist() == [1]
