@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer", help="what the students learn from: augmented, unlabeled or both; a comma list "
                                       "trains each student once per choice, side by side in the table (default: "
                                       "the recipe's; else both with --unlabeled, else augmented)")
-    p.add_argument("--recipe", help="recipe JSON (default configs/recipe-sst2.json, or recipe-demo.json with --demo)")
+    p.add_argument("--recipe", help="recipe JSON (default configs/recipe-sst2.json, recipe-demo.json with --demo; "
+                                     "multi-label: recipe-goemotions.json, recipe-goemotions-demo.json)")
     p.add_argument("--models", default=os.environ.get("MODELS") or None,
                    help="comma-separated students (default $MODELS, else the recipe's)")
     p.add_argument("--seeds", type=int, default=int(os.environ.get("SEEDS") or 0) or None,
@@ -203,6 +204,14 @@ def student_config_for_data(recipe: Recipe, models: list[str]) -> str:
                                 f"{recipe.student_config(first)}'s {configs[first].get(key)!r}; the students of one "
                                 "run share their id files")
     return recipe.student_config(first)
+
+
+def default_recipe(demo: bool, multi_label: bool) -> str:
+    """The recipe when none is given: SST-2's (or the demo's), or for multi-label data
+    GoEmotions' (sigmoid losses, and a budget measured on 28 labels)."""
+    if multi_label:
+        return "configs/recipe-goemotions-demo.json" if demo else "configs/recipe-goemotions.json"
+    return "configs/recipe-demo.json" if demo else "configs/recipe-sst2.json"
 
 
 def read_results(path: Path) -> dict | None:
@@ -377,7 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        recipe_path = args.recipe or ("configs/recipe-demo.json" if args.demo else "configs/recipe-sst2.json")
+        # MULTI_LABEL=1, the recipe, or a brought multi-label classifier (its problem_type) switch it on
+        brought = args.teacher and not args.teacher_logits and is_teacher(args.teacher)
+        wants_multi = bool(args.multi_label or (brought and teacher_multi_label(args.teacher)))
+        recipe_path = args.recipe or default_recipe(args.demo, wants_multi)
         recipe = load_recipe(ROOT / recipe_path if not Path(recipe_path).is_absolute() else recipe_path)
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else recipe.models
         if args.seeds is not None:
@@ -390,9 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(f"unknown student {m!r} in --models/MODELS; {recipe_path} has "
                                 f"{sorted(recipe.students)}")
         source = Path(args.data_dir)
-        # MULTI_LABEL=1, the recipe, or a brought multi-label classifier (its problem_type) switch it on
-        brought = args.teacher and not args.teacher_logits and is_teacher(args.teacher)
-        if not recipe.multi_label and (args.multi_label or (brought and teacher_multi_label(args.teacher))):
+        if not recipe.multi_label and wants_multi:
             recipe.multi_label = True
             recipe.validate(f"{recipe_path} (multi-label: e.g. configs/recipe-goemotions.json)")  # its losses
         pairs = check_data(source, recipe.multi_label)

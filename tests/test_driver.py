@@ -151,3 +151,16 @@ def test_distill_driver_refuses_bad_input(tmp_path, tiny_transformer, capsys):
     with pytest.raises(SystemExit) as e:
         distill.main(["--no_such_flag"])
     assert e.value.code == 2
+
+
+def test_multi_label_without_a_recipe_gets_the_multi_label_recipe():
+    """`make distill DATA=... MULTI_LABEL=1` with no RECIPE runs GoEmotions' recipe (sigmoid losses),
+    not SST-2's; the demo its demo."""
+    import distill
+    from config import load_recipe
+
+    assert distill.default_recipe(False, False) == "configs/recipe-sst2.json"
+    assert distill.default_recipe(True, False) == "configs/recipe-demo.json"
+    for demo in (False, True):
+        recipe = load_recipe(ROOT / distill.default_recipe(demo, True))
+        assert recipe.multi_label and recipe.train_subset == (8000 if demo else 0)
