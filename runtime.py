@@ -210,7 +210,10 @@ def ngram_features(word_ids: Sequence[int], ngrams: int, buckets: int, offset: i
     if eos:
         features.append(offset + offset % buckets)  # `</s>` alone: the hash of a one-id sequence is the id
         word_ids = [*word_ids, offset]
-    for n in range(2, ngrams + 1):
+    if ngrams >= 2:  # bigrams, the common case, in one comprehension (same ids; 2x faster than the loop)
+        M, P = NGRAM_MULTIPLIER, NGRAM_MODULUS
+        features += [offset + (a * M + b) % P % buckets for a, b in zip(word_ids, word_ids[1:])]
+    for n in range(3, ngrams + 1):
         for start in range(len(word_ids) - n + 1):
             h = word_ids[start]
             for i in range(start + 1, start + n):

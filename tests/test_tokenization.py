@@ -125,3 +125,27 @@ def test_student_sees_raw_text_as_its_tokenized_training_text(data_dir, tmp_path
     assert bundle.encode(raw) == trained
     assert (tmp_path / "bundle" / "runtime.py").read_bytes() == (Path(predict.__file__).parent /
                                                                  "runtime.py").read_bytes()
+
+
+def test_ngram_features_match_the_hash_written_out():
+    """The bigram comprehension gives the ids of the hash as documented: h = first id, then
+    h = (h * M + next) mod P, bucket h mod buckets, after the word ids (2- to 4-grams)."""
+    import random
+
+    from runtime import NGRAM_MODULUS, NGRAM_MULTIPLIER, ngram_features
+
+    def written_out(ids, ngrams, buckets, offset):
+        out = list(ids)
+        for n in range(2, ngrams + 1):
+            for start in range(len(ids) - n + 1):
+                h = ids[start]
+                for i in ids[start + 1:start + n]:
+                    h = (h * NGRAM_MULTIPLIER + i) % NGRAM_MODULUS
+                out.append(offset + h % buckets)
+        return out
+
+    rng = random.Random(0)
+    for _ in range(300):
+        ids = [rng.randrange(400_000) for _ in range(rng.randrange(0, 12))]
+        for ngrams in (1, 2, 3, 4):
+            assert ngram_features(ids, ngrams, 2_000_003, 400_000) == written_out(ids, ngrams, 2_000_003, 400_000)
