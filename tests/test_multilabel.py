@@ -414,8 +414,10 @@ def test_driver_refuses_a_softmax_recipe_for_multi_label_data(ml_data: Path, tmp
     sys.path.insert(0, str(ROOT / "scripts"))
     import distill
 
-    # recipe-sst2.json's bags of n-grams learn with KLDivLoss: refused before anything runs
+    # recipe-sst2.json's bags of n-grams learn with KLDivLoss: given for multi-label data, it is
+    # refused before anything runs (without --recipe, multi-label data gets recipe-goemotions.json)
     refused(capsys, distill, [f"--data_dir={ml_data}", "--multi_label", "--teacher_logits=x.jsonl",
+                              "--recipe=configs/recipe-sst2.json",
                               f"--work_dir={tmp_path / 'work'}", f"--out_dir={tmp_path / 'out'}"],
             "KLDivLoss is not for multi-label data")
     assert not (tmp_path / "work").exists() and not (tmp_path / "out").exists()
