@@ -99,10 +99,13 @@ def prepare(args: argparse.Namespace) -> dict:
             save_student(source, model, vocab, labels)
     predictor = Predictor.load(source)
     # int8: static for the convolutional students, calibrated on training sentences (the test
-    # sentences' words stand in when there is no train.txt), dynamic for the others
-    train = Path(args.data_dir) / "train.txt"
-    sentences = [e.sentence for e in read_examples(train if train.exists() else Path(args.data_dir) / "test.txt")]
-    predictor.export_bundle(work / "bundle", quantize=True, calibration=calibration_sample(sentences))
+    # sentences stand in when there is no train.txt), dynamic for the others
+    calibration: list[str] = []
+    if predictor.int8_kind == "static":
+        train = Path(args.data_dir) / "train.txt"
+        source_file = train if train.exists() else Path(args.data_dir) / "test.txt"
+        calibration = calibration_sample([e.sentence for e in read_examples(source_file)])
+    predictor.export_bundle(work / "bundle", quantize=True, calibration=calibration)
     meta = json.loads((work / "bundle" / "bundle.json").read_text())
     return {"source": str(source), "weights": weights, "bundle": str(work / "bundle"), "int8": meta["int8"],
             "has_numpy": "numpy" in meta["backends"]}
@@ -212,7 +215,8 @@ def markdown(report: dict, peers: dict | None) -> str:
              "p90 per sentence. **From text**: raw sentence to label (tokenization included); **from ids**: the "
              "network alone. Accuracy: each runtime's own, on the whole test set in batches of 128 (dynamic int8 "
              "scales activations per batch; static int8 has fixed ranges). A model's *fastest* runtime below is "
-             "the fastest whose accuracy is within 0.3 points of its PyTorch accuracy. Peak RSS: the whole process (torch is not loaded in the onnxruntime "
+             "the fastest whose accuracy is within 0.3 points of its PyTorch accuracy. Peak RSS: the whole "
+             "process (torch is not loaded in the onnxruntime "
              "and numpy rows).", "",
              "| model | weights | runtime | threads | from text p50 ms | from text p90 ms | from ids p50 ms | "
              "batch 128 sentences/s | peak RSS MB | test accuracy % |",

@@ -100,7 +100,7 @@ def test_int8_bundle_is_static_for_convolutions_and_default_only_if_it_keeps_acc
         graph = onnx.load(str(out / "model.int8.onnx")).graph
         dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
         convs = {n.name: n for n in graph.node if n.op_type == "Conv"}
-        # the DSA's last convolution stays fp32 (inference.STATIC_INT8_KEEP_FP32), the others are int8
+        # the DSA's last convolution stays fp32 (config.STATIC_INT8_STUDENTS), the others are int8
         last = convs.pop("/densenet/last/Conv")
         if enc_class == "densenet-dsa":
             assert not set(last.input) & dequantized
