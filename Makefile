@@ -81,10 +81,12 @@ ablation: distill
 budget: demo
 	$(PY) scripts/budget.py
 
-# The demo's distilled BiLSTM and CNN each in front of its teacher: the threshold chosen on valid,
-# the cost on test, every model's calibration: results/cascade.{md,json}, results/reliability.png.
-cascade: demo
-	$(PY) scripts/cascade.py --teacher=checkpoints/sst2-demo/teacher --students=checkpoints/sst2-demo/bilstm-distill.pt,checkpoints/sst2-demo/cnn-distill.pt --data_dir=data/sst2-demo
+# The distilled BiLSTM and CNN of `make distill` each in front of its teacher: the threshold chosen
+# on valid, the cost on test, every model's calibration: results/cascade.{md,json},
+# results/reliability.png. CASCADE_RUN=sst2-demo: the demo's models instead (minutes).
+CASCADE_RUN ?= sst2
+cascade: $(if $(filter sst2-demo,$(CASCADE_RUN)),demo,distill)
+	$(PY) scripts/cascade.py --teacher=checkpoints/$(CASCADE_RUN)/teacher --students=checkpoints/$(CASCADE_RUN)/bilstm-distill.pt,checkpoints/$(CASCADE_RUN)/cnn-distill.pt --data_dir=data/$(CASCADE_RUN) --work_dir=checkpoints/$(CASCADE_RUN)/cascade
 
 # Speed of every model and runtime: results/bench.{json,md}, results/accuracy_latency.png (QUICK=1: minutes).
 bench: setup data embeddings

@@ -121,3 +121,17 @@ def test_a_teachers_scores_file_reads_back_as_its_logits(data_dir, trained_teach
     expected = Predictor.load(teacher).logits([r.sentence for r in rows[:5]]).numpy()
     np.testing.assert_allclose(np.array([r.scores for r in rows[:5]]), expected, atol=1e-5)
     assert all(r.source == "file" and r.gold is not None for r in rows)
+
+
+def test_a_scores_file_from_a_transfer_sets_training_sentences(tmp_path):
+    (tmp_path / "label.txt").write_text("neg\npos\n")
+    (tmp_path / "transfer.txt").write_text("good film\toriginal\tpos\t-1.5 2.0\n"
+                                           "good movie\taugmented\t\t-1.0 1.0\n"
+                                           "bad film\toriginal\tneg\t0.25 -0.75\n")
+    out = tmp_path / "scores.jsonl"
+    script = ROOT / "scripts" / "teacher_scores.py"
+    subprocess.run([sys.executable, str(script), f"--transfer={tmp_path / 'transfer.txt'}", f"--output={out}"],
+                   cwd=ROOT, check=True, capture_output=True)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines == [{"text": "good film", "logits": {"neg": -1.5, "pos": 2.0}},
+                     {"text": "bad film", "logits": {"neg": 0.25, "pos": -0.75}}]
