@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dataset import read_labels, read_sentences, read_transfer  # noqa: E402
-from util import UserError, atomic_write_text, run_main  # noqa: E402
+from util import atomic_write_text, run_main  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             labels = predictor.labels  # the teacher's own label order
             logits = predictor.logits(sentences, batch_size=128, progress=True).tolist()  # [n, K]
         else:
-            label_file = Path(args.transfer).parent / "label.txt"  # preprocess.py writes it beside
-            if not label_file.is_file():
-                raise UserError(f"{label_file}: missing; the transfer set's label names are read from it")
-            labels = read_labels(label_file)
+            labels = read_labels(Path(args.transfer).parent / "label.txt")  # preprocess.py's, beside it
             rows = [r for r in read_transfer(args.transfer, len(labels)) if r.source == "original"]
             sentences, logits = [r.sentence for r in rows], [r.scores for r in rows]  # [n, K], label.txt order
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
